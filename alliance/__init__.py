@@ -1,0 +1,1 @@
+"""Institutions, membership applications, people and roles, and the audit trail."""

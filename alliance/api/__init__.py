@@ -1,0 +1,1 @@
+"""REST API of the alliance app under /api/v1/."""

@@ -1,0 +1,153 @@
+"""Serializers: the API's shapes. Input serializers only parse; services decide."""
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from alliance.models import AuditEvent, Institution, Membership, MembershipApplication, Role, Sector
+
+
+class InstitutionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Institution
+        fields = [
+            "slug",
+            "name",
+            "sector",
+            "country",
+            "website",
+            "description",
+            "status",
+            "admitted_at",
+        ]
+        read_only_fields = fields
+
+
+class InstitutionUpdateSerializer(serializers.Serializer):
+    sector = serializers.ChoiceField(choices=Sector.choices, required=False)
+    country = serializers.CharField(max_length=100, required=False)
+    website = serializers.URLField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=2000, help_text=_("Why; the institution or applicant is told.")
+    )
+
+
+class OptionalReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ApplicationCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    sector = serializers.ChoiceField(choices=Sector.choices)
+    country = serializers.CharField(max_length=100)
+    website = serializers.URLField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    contact_name = serializers.CharField(max_length=150)
+    contact_title = serializers.CharField(
+        max_length=150, required=False, allow_blank=True, default=""
+    )
+    contact_email = serializers.EmailField()
+    motivation = serializers.CharField()
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    institution = InstitutionSerializer(read_only=True)
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = MembershipApplication
+        fields = [
+            "id",
+            "institution",
+            "contact_name",
+            "contact_title",
+            "contact_email",
+            "motivation",
+            "status",
+            "decision_reason",
+            "reviewed_by",
+            "reviewed_at",
+            "submitted_at",
+        ]
+        read_only_fields = fields
+
+
+class ApplicationReceiptSerializer(serializers.ModelSerializer):
+    """What an anonymous applicant gets back: no review details."""
+
+    institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = MembershipApplication
+        fields = ["id", "institution", "status", "submitted_at"]
+        read_only_fields = fields
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    email = serializers.EmailField(source="user.email", read_only=True)
+    first_name = serializers.CharField(source="user.first_name", read_only=True)
+    last_name = serializers.CharField(source="user.last_name", read_only=True)
+    is_active = serializers.BooleanField(source="user.is_active", read_only=True)
+    institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = [
+            "id",
+            "username",
+            "email",
+            "first_name",
+            "last_name",
+            "institution",
+            "role",
+            "is_active",
+            "invited_at",
+            "joined_at",
+        ]
+        read_only_fields = fields
+
+
+class MemberInviteSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    first_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+    last_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_username", read_only=True)
+    actor_institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    subject_institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq",
+            "created_at",
+            "actor",
+            "actor_institution",
+            "subject_institution",
+            "action",
+            "target_type",
+            "target_id",
+            "target_label",
+            "payload",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+class ChainVerificationSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    count = serializers.IntegerField()
+    first_broken_seq = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField()

@@ -1,0 +1,241 @@
+"""API views: each action parses input, fetches through an access helper, calls one service."""
+
+from django.http import Http404
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from alliance import selectors, services
+from alliance.api import serializers as s
+from alliance.models import Institution, MembershipApplication
+from alliance.permissions import access_institution, access_member, require_staff
+
+
+class IsStaff(permissions.BasePermission):
+    message = _("Only alliance staff can do this.")
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class InstitutionViewSet(viewsets.GenericViewSet):
+    """Admitted institutions are public; their admins update their own profile."""
+
+    lookup_field = "slug"
+    serializer_class = s.InstitutionSerializer
+    queryset = Institution.objects.none()
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action in ("list", "retrieve"):
+            return [permissions.AllowAny()]
+        return [permissions.IsAuthenticated()]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("sector", str, description="Only this sector.")],
+        responses=s.InstitutionSerializer(many=True),
+    )
+    def list(self, request: Request) -> Response:
+        institutions = selectors.institution_directory().order_by("name")
+        sector = request.query_params.get("sector")
+        if sector:
+            institutions = institutions.filter(sector=sector)
+        page = self.paginate_queryset(institutions)
+        return self.get_paginated_response(s.InstitutionSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, slug: str) -> Response:
+        return Response(s.InstitutionSerializer(access_institution(request.user, slug)).data)
+
+    @extend_schema(request=s.InstitutionUpdateSerializer, responses=s.InstitutionSerializer)
+    def partial_update(self, request: Request, slug: str) -> Response:
+        institution = access_institution(request.user, slug, perm="alliance.change_institution")
+        data = s.InstitutionUpdateSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        institution = services.institution_update(
+            actor=request.user, institution=institution, **data.validated_data
+        )
+        return Response(s.InstitutionSerializer(institution).data)
+
+    @extend_schema(request=s.ReasonSerializer, responses=s.InstitutionSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
+    def suspend(self, request: Request, slug: str) -> Response:
+        institution = access_institution(request.user, slug)
+        data = s.ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        institution = services.institution_suspend(
+            actor=request.user, institution=institution, reason=data.validated_data["reason"]
+        )
+        return Response(s.InstitutionSerializer(institution).data)
+
+    @extend_schema(request=s.OptionalReasonSerializer, responses=s.InstitutionSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
+    def reinstate(self, request: Request, slug: str) -> Response:
+        institution = access_institution(request.user, slug)
+        data = s.OptionalReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        institution = services.institution_reinstate(
+            actor=request.user, institution=institution, reason=data.validated_data["reason"]
+        )
+        return Response(s.InstitutionSerializer(institution).data)
+
+
+class ApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Anyone may apply; alliance staff review the queue and decide."""
+
+    serializer_class = s.ApplicationSerializer
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action == "create":
+            return [permissions.AllowAny()]
+        return [IsStaff()]
+
+    def get_queryset(self):
+        applications = MembershipApplication.objects.select_related(
+            "institution", "reviewed_by"
+        ).order_by("-submitted_at")
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            applications = applications.filter(status=wanted)
+        return applications
+
+    @extend_schema(
+        request=s.ApplicationCreateSerializer,
+        responses={201: s.ApplicationReceiptSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        data = s.ApplicationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        application = services.application_submit(actor=request.user, **data.validated_data)
+        return Response(
+            s.ApplicationReceiptSerializer(application).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=None, responses=s.ApplicationSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        application = self.get_object()
+        services.application_approve(actor=request.user, application=application)
+        application.refresh_from_db()
+        return Response(s.ApplicationSerializer(application).data)
+
+    @extend_schema(request=s.ReasonSerializer, responses=s.ApplicationSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str) -> Response:
+        application = self.get_object()
+        data = s.ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        application = services.application_reject(
+            actor=request.user, application=application, reason=data.validated_data["reason"]
+        )
+        return Response(s.ApplicationSerializer(application).data)
+
+
+class MemberViewSet(viewsets.GenericViewSet):
+    """The people of my institution; its admins invite, change roles and deactivate."""
+
+    serializer_class = s.MemberSerializer
+
+    def get_queryset(self):
+        return selectors.member_list_for(self.request.user)
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(s.MemberSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        membership = self.get_queryset().filter(pk=pk).first() if pk.isdigit() else None
+        if membership is None:
+            raise Http404
+        return Response(s.MemberSerializer(membership).data)
+
+    @extend_schema(request=s.MemberInviteSerializer, responses={201: s.MemberSerializer})
+    def create(self, request: Request) -> Response:
+        data = s.MemberInviteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_invite(actor=request.user, **data.validated_data)
+        return Response(s.MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def _member(self, request: Request, pk: str):
+        if not pk.isdigit():
+            raise Http404
+        return access_member(request.user, int(pk))
+
+    @extend_schema(request=s.MemberRoleSerializer, responses=s.MemberSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        membership = self._member(request, pk)
+        data = s.MemberRoleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_change_role(
+            actor=request.user, membership=membership, role=data.validated_data["role"]
+        )
+        return Response(s.MemberSerializer(membership).data)
+
+    @extend_schema(request=None, responses=s.MemberSerializer)
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request: Request, pk: str) -> Response:
+        membership = services.member_deactivate(
+            actor=request.user, membership=self._member(request, pk)
+        )
+        return Response(s.MemberSerializer(membership).data)
+
+    @extend_schema(request=None, responses=s.MemberSerializer)
+    @action(detail=True, methods=["post"])
+    def reactivate(self, request: Request, pk: str) -> Response:
+        membership = services.member_reactivate(
+            actor=request.user, membership=self._member(request, pk)
+        )
+        return Response(s.MemberSerializer(membership).data)
+
+    @extend_schema(request=None, responses={202: None})
+    @action(detail=True, methods=["post"], url_path="resend-invitation")
+    def resend_invitation(self, request: Request, pk: str) -> Response:
+        services.member_resend_invitation(actor=request.user, membership=self._member(request, pk))
+        return Response({"detail": _("Invitation sent.")}, status=status.HTTP_202_ACCEPTED)
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """Audit events: staff see all, members those of or about their institution. Read-only."""
+
+    serializer_class = s.AuditEventSerializer
+    lookup_field = "seq"
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        events = selectors.audit_event_list_for(self.request.user)
+        params = self.request.query_params
+        if params.get("action"):
+            events = events.filter(action=params["action"])
+        if params.get("institution"):
+            slug = params["institution"]
+            events = events.filter(actor_institution__slug=slug) | events.filter(
+                subject_institution__slug=slug
+            )
+        return events.order_by("-seq")
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("action", str, description="Only this action, e.g. member.invited."),
+            OpenApiParameter("institution", str, description="Only events of this institution."),
+        ]
+    )
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses=s.ChainVerificationSerializer)
+    @action(detail=False, methods=["get"])
+    def verify(self, request: Request) -> Response:
+        """Recompute the whole chain, as `manage.py verify_audit` does (staff only)."""
+        require_staff(request.user)
+        result = services.audit_verify()
+        return Response(
+            s.ChainVerificationSerializer(
+                {
+                    "ok": result.ok,
+                    "count": result.count,
+                    "first_broken_seq": result.first_broken_seq,
+                    "reason": result.reason,
+                }
+            ).data
+        )

@@ -1,0 +1,44 @@
+"""Email to people, rendered now in their language and sent by a worker after commit."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import translation
+
+from alliance.tasks import email_send_task
+
+_muted: ContextVar[bool] = ContextVar("notifications_muted", default=False)
+
+
+@contextmanager
+def notifications_muted() -> Iterator[None]:
+    """Send no email inside this block (seeding fictional people, for instance)."""
+    token = _muted.set(True)
+    try:
+        yield
+    finally:
+        _muted.reset(token)
+
+
+def absolute_url(path: str) -> str:
+    """A link for an email: the portal's public base URL plus a path from ``reverse``."""
+    return settings.PORTAL_BASE_URL.rstrip("/") + path
+
+
+def email_notify(
+    *, to: list[str], template: str, context: dict[str, Any], language: str | None = None
+) -> None:
+    """Render ``alliance/email/<template>.txt`` (first line is the subject) and send on commit.
+
+    Nothing is sent if the surrounding transaction rolls back.
+    """
+    if _muted.get():
+        return
+    with translation.override(language or translation.get_language() or settings.LANGUAGE_CODE):
+        rendered = render_to_string(f"alliance/email/{template}.txt", context).strip()
+    subject, _, body = rendered.partition("\n")
+    email_send_task.delay_on_commit(subject.strip(), body.strip() + "\n", list(to))

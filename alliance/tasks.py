@@ -1,0 +1,19 @@
+"""Celery tasks of the alliance app: thin wrappers that run side effects off the request."""
+
+import smtplib
+
+from celery import shared_task
+from django.core.mail import send_mail
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    autoretry_for=(smtplib.SMTPException, ConnectionError, TimeoutError),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def email_send_task(self, subject: str, body: str, recipients: list[str]) -> None:
+    """Send one rendered email through Django's email framework (retried while SMTP is down)."""
+    send_mail(subject, body, None, recipients)

@@ -1,0 +1,1 @@
+"""Shared pieces: domain errors, DRF glue, health checks, base templates' helpers."""

@@ -1,0 +1,1 @@
+"""Problems, datasets, data-use agreements, federated runs and the model registry."""
