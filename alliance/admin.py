@@ -12,6 +12,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -151,6 +152,7 @@ class InstitutionAdmin(admin.ModelAdmin):
     readonly_fields = ["slug", "status", "status_reason", "admitted_at", "created_at", "updated_at"]
     inlines = [MembershipInline]
     actions = ["suspend", "reinstate"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # institutions join through an application

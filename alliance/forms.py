@@ -30,6 +30,8 @@ class ApplicationForm(forms.Form):
 
 
 class InstitutionProfileForm(forms.ModelForm):
+    website = forms.URLField(label=_("Website"), required=False, assume_scheme="https")
+
     class Meta:
         model = Institution
         fields = ["sector", "country", "website", "description"]

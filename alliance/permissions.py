@@ -38,8 +38,11 @@ def acting_membership(actor: User | None, *, roles: Iterable[str] | None = None)
     """
     if actor is None or not actor.is_authenticated:
         raise PermissionDenied(_("Log in to do this."))
-    membership = membership_of(actor)
-    if membership is None:
+    # Read afresh, not from the actor's cached relation: a status may have changed since.
+    membership = (
+        Membership.objects.select_related("institution", "user").filter(user_id=actor.pk).first()
+    )
+    if membership is None or not membership.user.is_active:
         raise PermissionDenied(_("Only people who belong to a member institution can do this."))
     institution = membership.institution
     if institution.status != Institution.Status.ADMITTED:

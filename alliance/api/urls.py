@@ -11,9 +11,11 @@ router.register("applications", views.ApplicationViewSet, basename="application"
 router.register("members", views.MemberViewSet, basename="member")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 
+app_name = "api"
+
 urlpatterns = [
-    path("auth/token/", ObtainAuthToken.as_view(), name="api-token"),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("auth/token/", ObtainAuthToken.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     *router.urls,
 ]

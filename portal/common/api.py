@@ -32,5 +32,5 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = str(exc) or _("You do not have permission to perform this action.")
         exc = exceptions.PermissionDenied(message)
     elif isinstance(exc, Http404):
-        exc = exceptions.NotFound(_("Not found."))
+        exc = exceptions.NotFound(str(exc) or _("Not found."))
     return drf_exception_handler(exc, context)

@@ -1,0 +1,125 @@
+"""Shared fixtures: people in every role, a real Celery worker, and services that must exist."""
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.db import connection
+from rest_framework.test import APIClient
+
+from alliance.models import Role
+from tests.factories import InstitutionFactory, StaffFactory, member
+
+
+def needs(reason: str) -> None:
+    """Skip a test whose service is absent; under REQUIRE_SERVICES=1 (CI) fail instead."""
+    if settings.REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    if connection.vendor != "postgresql":
+        needs("PostgreSQL (set DATABASE_URL)")
+
+
+@pytest.fixture
+def institution():
+    return InstitutionFactory(name="Taipei North Hospital", slug="taipei-north-hospital")
+
+
+@pytest.fixture
+def other_institution():
+    return InstitutionFactory(name="Kaohsiung Harbour Hospital", slug="kaohsiung-harbour-hospital")
+
+
+@pytest.fixture
+def admin_user(institution):
+    return member(Role.ADMIN, institution, user__username="mei-ling")
+
+
+@pytest.fixture
+def steward(institution):
+    return member(Role.DATA_STEWARD, institution, user__username="dr-chen")
+
+
+@pytest.fixture
+def researcher(institution):
+    return member(Role.RESEARCHER, institution, user__username="researcher-a")
+
+
+@pytest.fixture
+def other_admin(other_institution):
+    return member(Role.ADMIN, other_institution, user__username="yu-ting")
+
+
+@pytest.fixture
+def staff():
+    return StaffFactory(username="wei")
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def api_as(api) -> Callable:
+    def login(user):
+        if user is None:
+            api.force_authenticate(None)
+        else:
+            api.force_authenticate(user)
+        return api
+
+    return login
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
+    """Poll until ``predicate()`` is truthy (work done by another process or thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+@pytest.fixture(scope="session")
+def broker_ready() -> None:
+    """The configured broker answers, and its coordinator queue starts empty."""
+    from portal.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            conn.default_channel.queue_declare("coordinator", durable=True, auto_delete=False)
+            conn.default_channel.queue_purge("coordinator")
+    except Exception as exc:  # any failure to reach the broker means "not available"
+        needs(f"Celery broker {settings.CELERY_BROKER_URL} unreachable: {exc}")
+
+
+@pytest.fixture
+def celery_worker(broker_ready, transactional_db) -> Iterator[object]:
+    """A real Celery worker (in-process thread) consuming the coordinator queue.
+
+    Tests that use it see committed data only, hence ``transactional_db``.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from portal.celery import app
+
+    with start_worker(
+        app, queues=["coordinator"], pool="solo", perform_ping_check=False, shutdown_timeout=10
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def outbox() -> list:
+    return mail.outbox
+
+
