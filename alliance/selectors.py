@@ -59,3 +59,11 @@ def audit_event_list_for(actor: AbstractBaseUser | AnonymousUser) -> QuerySet[Au
 def institution_status_counts() -> dict[str, int]:
     counts = dict(Institution.objects.values_list("status").annotate(n=Count("id")).order_by())
     return {status: counts.get(status, 0) for status in Institution.Status.values}
+
+
+def institution_status_rows() -> list[dict]:
+    """Institutions by status, with translated labels, for overviews."""
+    counts = institution_status_counts()
+    return [
+        {"status": s.label, "value": s.value, "count": counts[s.value]} for s in Institution.Status
+    ]

@@ -226,6 +226,7 @@ def staff_overview(request: HttpRequest) -> HttpResponse:
             "pending": selectors.application_list_pending(),
             "sector_counts": selectors.member_counts_by_sector(),
             "status_counts": selectors.institution_status_counts(),
+            "status_rows": selectors.institution_status_rows(),
         },
     )
 

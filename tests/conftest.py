@@ -121,5 +121,3 @@ def celery_worker(broker_ready, transactional_db) -> Iterator[object]:
 @pytest.fixture
 def outbox() -> list:
     return mail.outbox
-
-

@@ -34,7 +34,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):  # noqa: N805 - factory_boy's signature
+    def _save(obj, create, extracted, **kwargs):
         if create:
             obj.save()
 
@@ -55,7 +55,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     joined_at = factory.LazyFunction(timezone.now)
 
     @factory.post_generation
-    def permissions(obj, create, extracted, **kwargs):  # noqa: N805 - factory_boy's signature
+    def permissions(obj, create, extracted, **kwargs):
         if create:
             membership_sync_permissions(obj)
 

@@ -2,6 +2,7 @@
 
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -15,7 +16,7 @@ from alliance.permissions import access_institution, access_member, require_staf
 
 
 class IsStaff(permissions.BasePermission):
-    message = _("Only alliance staff can do this.")
+    message = gettext_lazy("Only alliance staff can do this.")
 
     def has_permission(self, request: Request, view: object) -> bool:
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)

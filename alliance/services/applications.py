@@ -1,8 +1,11 @@
 """Joining the alliance: an institution applies, alliance staff approve or reject."""
 
+import secrets
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
@@ -36,9 +39,10 @@ def application_submit(
 ) -> MembershipApplication:
     """Record an institution's application; the institution exists from now on as "applied"."""
     name = name.strip()
-    slug = slugify(name)[:60]
-    if not slug:
-        raise ApplicationError(_("The institution's name must contain letters or digits."))
+    if not name:
+        raise ApplicationError(_("The institution's name is required."))
+    # URLs use ASCII slugs; a name written only in Chinese characters gets a generated one.
+    slug = slugify(name)[:60] or f"member-{secrets.token_hex(4)}"
     contact_email = User.objects.normalize_email(contact_email.strip()).lower()
     if User.objects.filter(email__iexact=contact_email).exists():
         raise Conflict(
@@ -48,10 +52,10 @@ def application_submit(
             )
             % {"email": contact_email}
         )
-    institution = Institution.objects.select_for_update().filter(slug=slug).first()
+    institution = (
+        Institution.objects.select_for_update().filter(Q(slug=slug) | Q(name__iexact=name)).first()
+    )
     if institution is None:
-        if Institution.objects.filter(name__iexact=name).exists():
-            raise Conflict(_("An institution named %(name)s already exists.") % {"name": name})
         institution = Institution(name=name, slug=slug)
     elif institution.status not in _REAPPLYING_STATUSES:
         if institution.status == Institution.Status.APPLIED:

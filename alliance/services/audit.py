@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from alliance.models import AuditEvent, Institution
 from alliance.models.audit import GENESIS_HASH
@@ -95,17 +96,23 @@ def verify_events(events: Iterable[AuditEvent]) -> ChainVerification:
     for event in events:
         if event.seq != expected_seq:
             if event.seq > expected_seq:
-                reason = f"event {expected_seq} is missing"
+                reason = _("event %(seq)d is missing") % {"seq": expected_seq}
             else:
-                reason = f"event {event.seq} is out of order"
+                reason = _("event %(seq)d is out of order") % {"seq": event.seq}
             return ChainVerification(False, count, expected_seq, reason)
         if event.prev_hash != expected_prev:
             return ChainVerification(
-                False, count, event.seq, f"event {event.seq} does not follow its predecessor"
+                False,
+                count,
+                event.seq,
+                _("event %(seq)d does not follow its predecessor") % {"seq": event.seq},
             )
         if event.compute_hash() != event.hash:
             return ChainVerification(
-                False, count, event.seq, f"event {event.seq} was altered after it was written"
+                False,
+                count,
+                event.seq,
+                _("event %(seq)d was altered after it was written") % {"seq": event.seq},
             )
         expected_prev = event.hash
         expected_seq += 1

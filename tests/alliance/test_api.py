@@ -152,7 +152,9 @@ def test_invite_permission_matrix(api_as, institution, other_admin, staff, who, 
     }
     before = Membership.objects.filter(institution=institution).count()
     response = api_as(actors[who]).post(
-        reverse("api:member-list"), {"email": "new@example.org", "role": "researcher"}, format="json"
+        reverse("api:member-list"),
+        {"email": "new@example.org", "role": "researcher"},
+        format="json",
     )
     assert response.status_code == expected, response.content
     after = Membership.objects.filter(institution=institution).count()

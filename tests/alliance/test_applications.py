@@ -121,3 +121,12 @@ def test_rejected_institution_may_apply_again(staff):
     second = services.application_submit(actor=None, **FORM)
     assert second.institution_id == first.institution_id
     assert second.institution.status == Institution.Status.APPLIED
+
+
+def test_a_name_in_chinese_characters_gets_an_ascii_slug(staff):
+    application = services.application_submit(actor=None, **{**FORM, "name": "臺中榮民總醫院"})
+    assert application.institution.name == "臺中榮民總醫院"
+    assert application.institution.slug.startswith("member-")
+    services.application_reject(actor=staff, application=application, reason="Duplicate.")
+    again = services.application_submit(actor=None, **{**FORM, "name": "臺中榮民總醫院"})
+    assert again.institution_id == application.institution_id
