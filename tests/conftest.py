@@ -121,3 +121,20 @@ def celery_worker(broker_ready, transactional_db) -> Iterator[object]:
 @pytest.fixture
 def outbox() -> list:
     return mail.outbox
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """After the session, end connections that worker and server threads left open.
+
+    Threads (an in-process Celery worker, the live server, concurrent writers) keep their own
+    PostgreSQL sessions; the test database cannot be dropped while one is still open.
+    """
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

@@ -1,10 +1,10 @@
 """/healthz: is the database reachable, is the broker reachable."""
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
-
-from portal.celery import app
+from kombu import Connection
 
 
 def _check_database() -> str:
@@ -15,7 +15,12 @@ def _check_database() -> str:
 
 
 def _check_broker() -> str:
-    with app.connection_for_write() as conn:
+    broker = Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=2,
+    )
+    with broker as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return "ok"
 
