@@ -85,6 +85,7 @@ def invitation_accept(request: HttpRequest, uidb64: str, token: str) -> HttpResp
         user = None
     valid = (
         user is not None
+        and user.is_active
         and membership_of(user) is not None
         and default_token_generator.check_token(user, token)
     )

@@ -115,3 +115,16 @@ def test_admin_cannot_manage_another_institutions_people(admin_user, other_admin
     target.refresh_from_db()
     assert target.role == Role.ADMIN
     assert not AuditEvent.objects.exists()
+
+
+def test_invitation_link_of_a_deactivated_person_is_refused(client, admin_user):
+    membership = services.member_invite(actor=admin_user, email="gone@example.org", role="viewer")
+    path = re.sub(r"^https?://[^/]+", "", invitation_url(membership.user))
+    services.member_deactivate(actor=admin_user, membership=membership)
+    assert client.get(path).status_code == 400
+    response = client.post(
+        path, {"new_password1": "x-long-pass-1", "new_password2": "x-long-pass-1"}
+    )
+    assert response.status_code == 400
+    membership.user.refresh_from_db()
+    assert not membership.user.has_usable_password()
