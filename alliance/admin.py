@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy
 from alliance import services
 from alliance.forms import ReasonForm
 from alliance.models import AuditEvent, Institution, Membership, MembershipApplication
-from portal.common.errors import ApplicationError
+from portal.common.errors import ApplicationError, error_text
 
 User = get_user_model()
 
@@ -40,8 +40,7 @@ def _apply_each(
         try:
             act(obj)
         except (ApplicationError, PermissionDenied, ValidationError) as exc:
-            text = getattr(exc, "message", None) or " ".join(getattr(exc, "messages", [str(exc)]))
-            modeladmin.message_user(request, f"{obj}: {text}", messages.ERROR)
+            modeladmin.message_user(request, f"{obj}: {error_text(exc)}", messages.ERROR)
         else:
             succeeded += 1
     if succeeded:

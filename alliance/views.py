@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from alliance import selectors, services
 from alliance.forms import ApplicationForm, InstitutionProfileForm, InviteForm, RoleForm
 from alliance.permissions import access_institution, access_member, membership_of, require_staff
-from portal.common.errors import ApplicationError
+from portal.common.errors import ApplicationError, error_text
 
 User = get_user_model()
 
@@ -29,11 +29,8 @@ def _attempt(request: HttpRequest, action: Callable[[], Any], success: str) -> b
     """Run a service; show its refusal as a message instead of an error page."""
     try:
         action()
-    except (ApplicationError, PermissionDenied) as exc:
-        messages.error(request, str(getattr(exc, "message", exc)))
-        return False
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    except (ApplicationError, PermissionDenied, ValidationError) as exc:
+        messages.error(request, error_text(exc))
         return False
     messages.success(request, success)
     return True
@@ -46,7 +43,7 @@ def _form_errors_from(form: Any, exc: Exception) -> None:
     elif isinstance(exc, ValidationError):
         form.add_error(None, exc)
     else:
-        form.add_error(None, str(getattr(exc, "message", exc)))
+        form.add_error(None, error_text(exc))
 
 
 def home(request: HttpRequest) -> HttpResponse:

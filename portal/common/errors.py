@@ -23,3 +23,13 @@ class Conflict(ApplicationError):
     """The request clashes with the current state (already decided, already exists)."""
 
     status_code = 409
+
+
+def error_text(exc: Exception) -> str:
+    """The message a person should read for a refusal: domain, validation or permission error."""
+    if isinstance(exc, ApplicationError):
+        return exc.message
+    messages = getattr(exc, "messages", None)  # django.core.exceptions.ValidationError
+    if messages:
+        return " ".join(str(m) for m in messages)
+    return str(exc)
