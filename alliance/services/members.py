@@ -69,6 +69,14 @@ def _lock_institution_people(membership: Membership) -> None:
     Membership.objects.select_for_update().filter(institution=membership.institution_id).count()
 
 
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        raise ApplicationError(
+            _("Unknown role %(role)s; choose one of %(roles)s.")
+            % {"role": role, "roles": ", ".join(Role.values)}
+        )
+
+
 def _require_manager(actor: AbstractBaseUser, membership: Membership | None = None) -> Membership:
     own = acting_membership(actor)
     if not actor.has_perm("alliance.manage_members", own.institution):
@@ -89,11 +97,7 @@ def member_invite(
 ) -> Membership:
     """An institution admin invites a colleague to the actor's institution with a role."""
     own = _require_manager(actor)
-    if role not in Role.values:
-        raise ApplicationError(
-            _("Unknown role %(role)s; choose one of %(roles)s.")
-            % {"role": role, "roles": ", ".join(Role.values)}
-        )
+    _check_role(role)
     email = User.objects.normalize_email(email.strip()).lower()
     if not email:
         raise ApplicationError(_("An email address is needed to send the invitation."))
@@ -165,11 +169,7 @@ def member_resend_invitation(*, actor: AbstractBaseUser, membership: Membership)
 def member_change_role(*, actor: AbstractBaseUser, membership: Membership, role: str) -> Membership:
     """Give a colleague another role; the institution always keeps at least one active admin."""
     _require_manager(actor, membership)
-    if role not in Role.values:
-        raise ApplicationError(
-            _("Unknown role %(role)s; choose one of %(roles)s.")
-            % {"role": role, "roles": ", ".join(Role.values)}
-        )
+    _check_role(role)
     _lock_institution_people(membership)
     membership.refresh_from_db()
     old_role = membership.role
