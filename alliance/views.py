@@ -110,6 +110,7 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
     institution = access_institution(request.user, slug)
     own = membership_of(request.user)
     is_own = own is not None and own.institution_id == institution.pk
+    shows_people = is_own or request.user.is_staff
     return render(
         request,
         "alliance/institution_detail.html",
@@ -118,7 +119,12 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "is_own": is_own,
             "can_edit": is_own
             and request.user.has_perm("alliance.change_institution", institution),
-            "people_count": institution.memberships.filter(user__is_active=True).count(),
+            "shows_people": shows_people,
+            "people_count": (
+                institution.memberships.filter(user__is_active=True).count()
+                if shows_people
+                else None
+            ),
         },
     )
 

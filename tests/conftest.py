@@ -68,10 +68,7 @@ def api():
 @pytest.fixture
 def api_as(api) -> Callable:
     def login(user):
-        if user is None:
-            api.force_authenticate(None)
-        else:
-            api.force_authenticate(user)
+        api.force_authenticate(user)  # None: anonymous
         return api
 
     return login

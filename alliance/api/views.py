@@ -1,5 +1,6 @@
 """API views: each action parses input, fetches through an access helper, calls one service."""
 
+from django.db.models import Q
 from django.http import Http404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -210,8 +211,8 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
             events = events.filter(action=params["action"])
         if params.get("institution"):
             slug = params["institution"]
-            events = events.filter(actor_institution__slug=slug) | events.filter(
-                subject_institution__slug=slug
+            events = events.filter(
+                Q(actor_institution__slug=slug) | Q(subject_institution__slug=slug)
             )
         return events.order_by("-seq")
 
