@@ -3,11 +3,16 @@
 Object permissions live in django-guardian: an institution's admins hold ``change_institution``
 and ``manage_members`` on that institution only. ``membership_sync_permissions`` is the one
 place that grants and revokes them, called by every service that changes a role or a status.
+
+Every active person is also in one group per (institution, role), ``institution:<id>:<role>``.
+Other apps grant object permissions to those groups (for instance "the data stewards of this
+contributor may approve this agreement"), so a role change or a deactivation is reflected
+everywhere at once, without those apps knowing about people.
 """
 
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -106,8 +111,18 @@ def access_member(actor: User | None, membership_id: int) -> Membership:
     return membership
 
 
+def institution_group_name(institution_id: int, role: str) -> str:
+    return f"institution:{institution_id}:{role}"
+
+
+def institution_group(institution_id: int, role: str) -> Group:
+    """The group of the institution's active people with ``role`` (created on first use)."""
+    group, _created = Group.objects.get_or_create(name=institution_group_name(institution_id, role))
+    return group
+
+
 def membership_sync_permissions(membership: Membership) -> None:
-    """Grant or revoke the object permissions that follow from the membership's role."""
+    """Grant or revoke the object permissions and groups that follow from the membership."""
     user, institution = membership.user, membership.institution
     is_admin = membership.role == Role.ADMIN and user.is_active
     for perm in ADMIN_OBJECT_PERMS:
@@ -115,3 +130,9 @@ def membership_sync_permissions(membership: Membership) -> None:
             assign_perm(perm, user, institution)
         else:
             remove_perm(perm, user, institution)
+    wanted = institution_group(institution.pk, membership.role) if user.is_active else None
+    for group in user.groups.filter(name__startswith="institution:"):
+        if group != wanted:
+            user.groups.remove(group)
+    if wanted is not None:
+        user.groups.add(wanted)

@@ -13,7 +13,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("alliance.api.urls")),
+    path("api/v1/", include("portal.api_urls")),
     path(
         "accounts/password_reset/",
         auth_views.PasswordResetView.as_view(
@@ -22,5 +22,6 @@ urlpatterns = [
         name="password_reset",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("projects.urls")),
     path("", include("alliance.urls")),
 ]

@@ -34,11 +34,13 @@ def email_notify(
 ) -> None:
     """Render ``alliance/email/<template>.txt`` (first line is the subject) and send on commit.
 
-    Nothing is sent if the surrounding transaction rolls back.
+    A template name with a slash (``projects/email/agreement_pending``) names the file under
+    ``templates/`` of another app. Nothing is sent if the surrounding transaction rolls back.
     """
     if _muted.get():
         return
+    name = f"{template}.txt" if "/" in template else f"alliance/email/{template}.txt"
     with translation.override(language or translation.get_language() or settings.LANGUAGE_CODE):
-        rendered = render_to_string(f"alliance/email/{template}.txt", context).strip()
+        rendered = render_to_string(name, context).strip()
     subject, _, body = rendered.partition("\n")
     email_send_task.delay_on_commit(subject.strip(), body.strip() + "\n", list(to))

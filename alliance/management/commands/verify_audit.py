@@ -1,12 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from alliance.services import audit_verify
 
 
 class Command(BaseCommand):
-    help = gettext_lazy(
+    # A plain string: argparse cannot format a lazy translation.
+    help = (
         "Recompute the audit trail's hash chain. Exit 0 and the number of events when it is "
         "intact; exit 1 and the first broken sequence number when any event was altered, "
         "removed or reordered."

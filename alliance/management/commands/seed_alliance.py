@@ -98,7 +98,7 @@ ROLE_SUFFIX = {
 
 
 class Command(BaseCommand):
-    help = "Seed the demo alliance: members in every role, a staff user, pending applications."
+    help = "Seed the demo alliance's members: every role, a staff user, pending applications."
 
     def handle(self, *args: object, **options: object) -> None:
         password = os.environ.get("DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD

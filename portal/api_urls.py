@@ -1,0 +1,52 @@
+"""The REST API under ``/api/v1/`` (namespace ``api``): every app's routes, schema, docs."""
+
+from django.urls import NoReverseMatch, path
+from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from alliance.api.urls import urlpatterns as alliance_urls
+from projects.api.urls import urlpatterns as projects_urls
+
+app_name = "api"
+
+ROOT_LINKS = (
+    "docs",
+    "schema",
+    "token",
+    "institution-list",
+    "application-list",
+    "member-list",
+    "audit-event-list",
+    "problem-list",
+    "inbox",
+)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def api_root(request: Request) -> Response:
+    """Where to start: the documentation, the schema and every collection."""
+    links = {}
+    for name in ROOT_LINKS:
+        try:
+            links[name] = reverse(f"api:{name}", request=request)
+        except NoReverseMatch:
+            continue
+    return Response(links)
+
+
+urlpatterns = [
+    path("", api_root, name="root"),
+    path("auth/token/", ObtainAuthToken.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    *alliance_urls,
+    *projects_urls,
+]

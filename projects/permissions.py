@@ -1,0 +1,150 @@
+"""Who may see and act on a problem: object permissions granted to institution-role groups.
+
+A problem's object permissions are derived from its participations and nothing else;
+``problem_sync_permissions`` recomputes them and is called by every service that changes a
+participation. They are granted to the ``institution:<id>:<role>`` groups that
+``alliance.permissions`` keeps in step with people's roles:
+
+- ``view_problem``: everyone at the proposer and at every invited or participating institution
+  (a listed problem is visible to every member anyway; an invitation-only one to nobody else);
+- ``change_problem``: the proposer's admins and researchers (edit, revise, draft agreements);
+- ``manage_participants``: the proposer's admins;
+- ``ratify_problem``: admins and researchers of active contributors and validators;
+- ``comment_problem``: admins, stewards and researchers of active participants;
+- ``register_dataset`` and ``approve_agreement``: data stewards of active contributors.
+"""
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from guardian.models import GroupObjectPermission
+from guardian.shortcuts import get_objects_for_user
+
+from alliance.models import Role
+from alliance.permissions import acting_membership, institution_group, institution_group_name
+from projects.models import Participation, Problem
+
+User = AbstractBaseUser | AnonymousUser
+
+_ALL_ROLES = tuple(Role.values)
+_ACTING_ROLES = (Role.ADMIN, Role.DATA_STEWARD, Role.RESEARCHER)
+
+PERMISSION_DENIALS = {
+    "projects.change_problem": gettext_lazy(
+        "Only the proposing institution's admins and researchers can do this."
+    ),
+    "projects.manage_participants": gettext_lazy(
+        "Only the proposing institution's admins manage participants."
+    ),
+    "projects.ratify_problem": gettext_lazy(
+        "Only admins and researchers of contributing or validating institutions ratify."
+    ),
+    "projects.comment_problem": gettext_lazy("Only people of participating institutions comment."),
+    "projects.register_dataset": gettext_lazy(
+        "Only data stewards of contributing institutions register datasets."
+    ),
+    "projects.approve_agreement": gettext_lazy(
+        "Only data stewards of contributing institutions decide on the agreement."
+    ),
+}
+
+
+def _desired_grants(problem: Problem) -> set[tuple[str, str]]:
+    grants: set[tuple[str, str]] = set()
+
+    def grant(codename: str, institution_id: int, roles: tuple[str, ...]) -> None:
+        for role in roles:
+            grants.add((codename, institution_group_name(institution_id, role)))
+
+    grant("view_problem", problem.proposer_id, _ALL_ROLES)
+    grant("change_problem", problem.proposer_id, (Role.ADMIN, Role.RESEARCHER))
+    grant("manage_participants", problem.proposer_id, (Role.ADMIN,))
+    for p in problem.participations.filter(
+        status__in=[Participation.Status.ACTIVE, Participation.Status.INVITED]
+    ):
+        grant("view_problem", p.institution_id, _ALL_ROLES)
+        if p.status != Participation.Status.ACTIVE:
+            continue
+        grant("comment_problem", p.institution_id, _ACTING_ROLES)
+        if p.role in (Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR):
+            grant("ratify_problem", p.institution_id, (Role.ADMIN, Role.RESEARCHER))
+        if p.role == Participation.Role.CONTRIBUTOR:
+            grant("register_dataset", p.institution_id, (Role.DATA_STEWARD,))
+            grant("approve_agreement", p.institution_id, (Role.DATA_STEWARD,))
+    return grants
+
+
+def problem_sync_permissions(problem: Problem) -> None:
+    """Make the problem's group object permissions exactly what its participations imply."""
+    content_type = ContentType.objects.get_for_model(Problem)
+    existing = GroupObjectPermission.objects.filter(
+        content_type=content_type, object_pk=str(problem.pk)
+    ).select_related("permission", "group")
+    desired = _desired_grants(problem)
+    have: set[tuple[str, str]] = set()
+    for row in existing:
+        key = (row.permission.codename, row.group.name)
+        if key in desired:
+            have.add(key)
+        else:
+            row.delete()
+    missing = desired - have
+    if not missing:
+        return
+    permissions = {
+        p.codename: p
+        for p in content_type.permission_set.filter(codename__in={c for c, _g in missing})
+    }
+    for codename, group_name in sorted(missing):
+        _prefix, institution_id, role = group_name.split(":")
+        group: Group = institution_group(int(institution_id), role)
+        GroupObjectPermission.objects.create(
+            group=group,
+            permission=permissions[codename],
+            content_type=content_type,
+            object_pk=str(problem.pk),
+        )
+
+
+def is_staff(actor: User | None) -> bool:
+    return bool(actor is not None and actor.is_authenticated and actor.is_staff)
+
+
+def problem_visible_to(actor: User | None) -> QuerySet[Problem]:
+    """Problems the actor may see: staff all; members the listed ones and their own."""
+    problems = Problem.objects.select_related("proposer")
+    if is_staff(actor):
+        return problems
+    if actor is None or not actor.is_authenticated:
+        return problems.none()
+    invited = get_objects_for_user(
+        actor,
+        "projects.view_problem",
+        klass=Problem,
+        with_superuser=False,
+        accept_global_perms=False,
+    ).values("pk")
+    return problems.filter(Q(visibility=Problem.Visibility.LISTED) | Q(pk__in=invited))
+
+
+def access_problem(actor: User | None, slug: str, *, perm: str | None = None) -> Problem:
+    """The problem ``actor`` may see (and, with ``perm``, act on) by slug.
+
+    Missing and invisible problems answer the same 404, so nobody can probe for the names of
+    invitation-only problems; a visible problem without ``perm`` is a 403. Acting also needs an
+    active membership of an admitted institution (staff read everything but act for nobody).
+    """
+    problem = problem_visible_to(actor).filter(slug=slug).first()
+    if problem is None:
+        raise Http404(_("No such problem."))
+    if perm is not None:
+        acting_membership(actor)
+        if not actor.has_perm(perm, problem):  # type: ignore[union-attr]
+            raise PermissionDenied(
+                str(PERMISSION_DENIALS.get(perm, _("You may not do this on this problem.")))
+            )
+    return problem

@@ -1,0 +1,218 @@
+"""Read-side queries for problems, datasets and agreements, restricted to what the actor sees."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from alliance.models import Role
+from alliance.permissions import membership_of
+from projects.models import (
+    AgreementApproval,
+    AgreementVersion,
+    Dataset,
+    Participation,
+    Problem,
+    ProblemComment,
+    ProblemRevision,
+    Ratification,
+)
+from projects.permissions import problem_visible_to
+
+User = AbstractBaseUser | AnonymousUser
+
+
+def problem_list_for(actor: User) -> QuerySet[Problem]:
+    """Every problem the actor may see, newest first."""
+    return problem_visible_to(actor).order_by("-created_at")
+
+
+def problem_participations(problem: Problem) -> list[Participation]:
+    return list(
+        problem.participations.select_related("institution", "requested_by", "decided_by").order_by(
+            "status", "role", "institution__name"
+        )
+    )
+
+
+def problem_revisions(problem: Problem) -> list[ProblemRevision]:
+    return list(
+        problem.revisions.select_related("created_by").prefetch_related(
+            Prefetch(
+                "ratifications",
+                queryset=Ratification.objects.select_related("institution", "ratified_by"),
+            )
+        )
+    )
+
+
+def revision_comments(revision: ProblemRevision) -> QuerySet[ProblemComment]:
+    return revision.comments.select_related("author", "institution")
+
+
+def problem_datasets(problem: Problem) -> QuerySet[Dataset]:
+    return problem.datasets.select_related("institution", "registered_by").order_by(
+        "status", "institution__name", "created_at"
+    )
+
+
+def agreement_versions(problem: Problem) -> list[AgreementVersion]:
+    return list(
+        problem.agreements.select_related("created_by")
+        .prefetch_related(
+            Prefetch(
+                "approvals",
+                queryset=AgreementApproval.objects.select_related(
+                    "institution", "decided_by", "revoked_by"
+                ),
+            )
+        )
+        .order_by("-number")
+    )
+
+
+def agreement_get(problem: Problem, number: int) -> AgreementVersion | None:
+    return (
+        problem.agreements.select_related("created_by", "problem", "problem__proposer")
+        .prefetch_related(
+            Prefetch(
+                "approvals",
+                queryset=AgreementApproval.objects.select_related(
+                    "institution", "decided_by", "revoked_by"
+                ),
+            )
+        )
+        .filter(number=number)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One thing waiting for the person: what to do, on which problem, and where."""
+
+    kind: str
+    text: str
+    url: str
+    problem: Problem
+    since: datetime
+
+
+def inbox_for(actor: User) -> list[InboxItem]:
+    """Pending actions for the actor, derived from the current state (never stale).
+
+    - admins and researchers of contributors and validators: ratify the current revision;
+    - data stewards of contributors: decide on a pending agreement version, or approve the
+      effective one they have not approved; register a dataset for a ratified problem;
+    - admins of the proposer: decide on requests to join;
+    - admins of an invited institution: answer the invitation.
+    """
+    own = membership_of(actor)
+    if own is None or not actor.is_active or own.institution.status != "admitted":
+        return []
+    institution_id, role = own.institution_id, own.role
+    items: list[InboxItem] = []
+    mine = Participation.objects.filter(institution_id=institution_id).select_related("problem")
+    active = mine.filter(status=Participation.Status.ACTIVE)
+
+    if role in (Role.ADMIN, Role.RESEARCHER):
+        ratified = Ratification.objects.filter(
+            revision__problem=OuterRef("problem"),
+            revision__number=OuterRef("problem__current_revision"),
+            institution_id=institution_id,
+        )
+        for p in active.filter(
+            role__in=[Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR]
+        ).exclude(Exists(ratified)):
+            problem = p.problem
+            items.append(
+                InboxItem(
+                    kind="ratify",
+                    text=_("Ratify revision %(n)s of %(title)s")
+                    % {"n": problem.current_revision, "title": problem.title},
+                    url=reverse("problem-revision", args=[problem.slug, problem.current_revision]),
+                    problem=problem,
+                    since=problem.updated_at,
+                )
+            )
+    if role == Role.ADMIN:
+        for p in mine.filter(status=Participation.Status.INVITED):
+            items.append(
+                InboxItem(
+                    kind="invitation",
+                    text=_("Answer the invitation to join %(title)s as %(role)s")
+                    % {"title": p.problem.title, "role": p.get_role_display().lower()},
+                    url=p.problem.get_absolute_url() + "#participants",
+                    problem=p.problem,
+                    since=p.created_at,
+                )
+            )
+        requests = Participation.objects.filter(
+            problem__proposer_id=institution_id, status=Participation.Status.REQUESTED
+        ).select_related("problem", "institution")
+        for p in requests:
+            items.append(
+                InboxItem(
+                    kind="request",
+                    text=_("%(name)s asks to join %(title)s as %(role)s")
+                    % {
+                        "name": p.institution.name,
+                        "title": p.problem.title,
+                        "role": p.get_role_display().lower(),
+                    },
+                    url=p.problem.get_absolute_url() + "#participants",
+                    problem=p.problem,
+                    since=p.created_at,
+                )
+            )
+    if role == Role.DATA_STEWARD:
+        contributing = active.filter(role=Participation.Role.CONTRIBUTOR).values("problem_id")
+        # A pending version not decided yet, or an effective one the institution never
+        # decided on (it joined after the version took effect); a revocation is a decision.
+        decided = AgreementApproval.objects.filter(
+            version=OuterRef("pk"), institution_id=institution_id
+        )
+        versions = (
+            AgreementVersion.objects.filter(
+                problem_id__in=contributing,
+                status__in=[AgreementVersion.Status.PENDING, AgreementVersion.Status.EFFECTIVE],
+            )
+            .exclude(Exists(decided))
+            .select_related("problem")
+        )
+        for version in versions:
+            items.append(
+                InboxItem(
+                    kind="agreement",
+                    text=_("Approve agreement version %(n)s of %(title)s")
+                    % {"n": version.number, "title": version.problem.title},
+                    url=version.get_absolute_url(),
+                    problem=version.problem,
+                    since=version.created_at,
+                )
+            )
+        has_dataset = Dataset.objects.filter(
+            problem=OuterRef("problem"),
+            institution_id=institution_id,
+            status=Dataset.Status.ACTIVE,
+            revision=OuterRef("problem__current_revision"),
+        )
+        for p in (
+            active.filter(role=Participation.Role.CONTRIBUTOR)
+            .filter(problem__ratified_revision=F("problem__current_revision"))
+            .exclude(Exists(has_dataset))
+        ):
+            items.append(
+                InboxItem(
+                    kind="dataset",
+                    text=_("Register your dataset for %(title)s") % {"title": p.problem.title},
+                    url=reverse("dataset-register", args=[p.problem.slug]),
+                    problem=p.problem,
+                    since=p.problem.updated_at,
+                )
+            )
+    items.sort(key=lambda item: item.since, reverse=True)
+    return items

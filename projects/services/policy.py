@@ -1,0 +1,249 @@
+"""The agreement policy: may this run configuration run now, and if not, every reason why.
+
+One function, ``run_policy_check``, is the gate that training calls before every round. It
+reads the facts afresh (ratification, the effective agreement, participants, approvals,
+datasets) and answers with a ``PolicyDecision``: the reasons (empty when allowed), the
+contributors whose data may be used, and every contributor left out with the reason.
+"""
+
+import datetime
+import math
+from dataclasses import dataclass, field
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from alliance.models import Institution
+from projects.models import (
+    AgreementApproval,
+    AgreementVersion,
+    Dataset,
+    ModelFamily,
+    Participation,
+    Problem,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run asks for, in the terms the agreement speaks."""
+
+    model_family: str
+    min_contributors: int
+    secure_aggregation: bool = False
+    dp_epsilon: float | None = None
+    agreement_version: int | None = None  # the version a running run was launched under
+    contributors: tuple[str, ...] | None = None  # institution slugs; None: every eligible one
+    on: datetime.date | None = None  # the day to judge expiry on; today by default
+
+
+@dataclass(frozen=True)
+class Contributor:
+    institution: Institution
+    dataset: Dataset
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    institution: Institution
+    reason: str
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    reasons: tuple[str, ...]
+    agreement: AgreementVersion | None
+    contributors: tuple[Contributor, ...] = ()
+    excluded: tuple[Exclusion, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return not self.reasons
+
+
+def _family_label(value: str) -> str:
+    return str(ModelFamily(value).label) if value in ModelFamily.values else value
+
+
+def _contributors(
+    problem: Problem, agreement: AgreementVersion | None
+) -> tuple[list[Contributor], list[Exclusion]]:
+    participations = problem.participations.filter(
+        role=Participation.Role.CONTRIBUTOR
+    ).select_related("institution")
+    approvals = (
+        {a.institution_id: a for a in agreement.approvals.all()} if agreement is not None else {}
+    )
+    datasets: dict[int, list[Dataset]] = {}
+    for dataset in Dataset.objects.filter(problem=problem, status=Dataset.Status.ACTIVE).order_by(
+        "created_at", "pk"
+    ):
+        datasets.setdefault(dataset.institution_id, []).append(dataset)
+    eligible: list[Contributor] = []
+    excluded: list[Exclusion] = []
+    for p in participations:
+        institution = p.institution
+        name = institution.name
+        if p.status == Participation.Status.LEFT:
+            excluded.append(
+                Exclusion(institution, _("%(name)s left the problem.") % {"name": name})
+            )
+            continue
+        if p.status != Participation.Status.ACTIVE:
+            continue
+        if institution.status != Institution.Status.ADMITTED:
+            excluded.append(
+                Exclusion(
+                    institution,
+                    _("%(name)s is %(status)s.")
+                    % {"name": name, "status": institution.get_status_display().lower()},
+                )
+            )
+            continue
+        if agreement is not None:
+            approval = approvals.get(institution.pk)
+            if approval is not None and approval.revoked_at is not None:
+                excluded.append(
+                    Exclusion(
+                        institution,
+                        _("%(name)s revoked its approval of agreement version %(n)s.")
+                        % {"name": name, "n": agreement.number},
+                    )
+                )
+                continue
+            if approval is None or approval.decision != AgreementApproval.Decision.APPROVED:
+                excluded.append(
+                    Exclusion(
+                        institution,
+                        _("%(name)s has not approved agreement version %(n)s.")
+                        % {"name": name, "n": agreement.number},
+                    )
+                )
+                continue
+        own = datasets.get(institution.pk, [])
+        fitting = [d for d in own if d.revision == problem.current_revision]
+        if not fitting:
+            reason = (
+                _(
+                    "%(name)s's dataset was checked against an older revision; it must be "
+                    "registered again."
+                )
+                if own
+                else _("%(name)s has registered no dataset.")
+            )
+            excluded.append(Exclusion(institution, reason % {"name": name}))
+            continue
+        eligible.append(Contributor(institution, fitting[-1]))
+    return eligible, excluded
+
+
+def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
+    """Whether ``config`` may run on ``problem`` under its effective agreement, and why not."""
+    reasons: list[str] = []
+    if not problem.is_ratified:
+        reasons.append(
+            _("Revision %(n)s of the problem is not ratified by every participant.")
+            % {"n": problem.current_revision}
+        )
+    agreement = problem.agreements.filter(status=AgreementVersion.Status.EFFECTIVE).first()
+    if agreement is None:
+        pending = problem.agreements.filter(status=AgreementVersion.Status.PENDING).first()
+        if pending is not None:
+            reasons.append(
+                _("No data-use agreement is in effect: version %(n)s still awaits approvals.")
+                % {"n": pending.number}
+            )
+        else:
+            reasons.append(_("No data-use agreement is in effect for this problem."))
+    else:
+        n = agreement.number
+        if config.agreement_version is not None and config.agreement_version != n:
+            reasons.append(
+                _(
+                    "The run was launched under agreement version %(old)s, which is no longer "
+                    "in effect (version %(n)s is)."
+                )
+                % {"old": config.agreement_version, "n": n}
+            )
+        on = config.on or timezone.localdate()
+        if agreement.expires_on < on:
+            reasons.append(
+                _("Agreement version %(n)s expired on %(date)s.")
+                % {"n": n, "date": agreement.expires_on.isoformat()}
+            )
+        if config.model_family not in agreement.model_families:
+            reasons.append(
+                _(
+                    "Agreement version %(n)s does not permit the model family %(family)s "
+                    "(permitted: %(permitted)s)."
+                )
+                % {
+                    "n": n,
+                    "family": _family_label(config.model_family),
+                    "permitted": ", ".join(_family_label(f) for f in agreement.model_families),
+                }
+            )
+        if config.min_contributors < agreement.min_contributors:
+            reasons.append(
+                _(
+                    "Agreement version %(n)s requires at least %(min)s contributors per round; "
+                    "the run asks for %(asked)s."
+                )
+                % {"n": n, "min": agreement.min_contributors, "asked": config.min_contributors}
+            )
+        if agreement.secure_aggregation and not config.secure_aggregation:
+            reasons.append(_("Agreement version %(n)s requires secure aggregation.") % {"n": n})
+        ceiling = agreement.dp_max_epsilon
+        epsilon = config.dp_epsilon
+        if epsilon is not None and not (
+            isinstance(epsilon, int | float) and 0 < epsilon < math.inf
+        ):
+            reasons.append(_("The run's privacy budget epsilon must be a positive number."))
+        elif ceiling is not None and epsilon is None:
+            reasons.append(
+                _(
+                    "Agreement version %(n)s requires differential privacy with epsilon at "
+                    "most %(ceiling)s."
+                )
+                % {"n": n, "ceiling": ceiling}
+            )
+        elif ceiling is not None and epsilon is not None and epsilon > ceiling:
+            reasons.append(
+                _(
+                    "The run's epsilon %(epsilon)s exceeds the ceiling %(ceiling)s of agreement "
+                    "version %(n)s."
+                )
+                % {"epsilon": epsilon, "ceiling": ceiling, "n": n}
+            )
+    eligible, excluded = _contributors(problem, agreement)
+    if config.contributors is not None:
+        by_slug = {c.institution.slug: c for c in eligible}
+        why = {e.institution.slug: e.reason for e in excluded}
+        chosen: list[Contributor] = []
+        for slug in config.contributors:
+            if slug in by_slug:
+                chosen.append(by_slug[slug])
+            elif slug in why:
+                reasons.append(why[slug])
+            else:
+                reasons.append(_("%(slug)s is not a contributor of this problem.") % {"slug": slug})
+        for contributor in eligible:
+            if contributor.institution.slug not in config.contributors:
+                excluded.append(Exclusion(contributor.institution, _("Not chosen for this run.")))
+        eligible = chosen
+    needed = max(config.min_contributors, agreement.min_contributors if agreement else 2, 2)
+    if agreement is not None and len(eligible) < needed:
+        names = ", ".join(c.institution.name for c in eligible) or _("none")
+        reasons.append(
+            _(
+                "Only %(count)s contributors may take part (%(names)s); each round needs at "
+                "least %(needed)s."
+            )
+            % {"count": len(eligible), "names": names, "needed": needed}
+        )
+    return PolicyDecision(
+        reasons=tuple(reasons),
+        agreement=agreement,
+        contributors=tuple(eligible),
+        excluded=tuple(excluded),
+    )

@@ -1,0 +1,48 @@
+"""Pages of the projects app (problems, datasets, agreements, inbox)."""
+
+from django.urls import path
+
+from projects import views
+
+urlpatterns = [
+    path("inbox/", views.inbox, name="inbox"),
+    path("problems/", views.problem_list, name="problem-list"),
+    path("problems/new/", views.problem_propose, name="problem-propose"),
+    path("problems/<slug:slug>/", views.problem_detail, name="problem-detail"),
+    path("problems/<slug:slug>/edit/", views.problem_edit, name="problem-edit"),
+    path("problems/<slug:slug>/revise/", views.problem_revise, name="problem-revise"),
+    path(
+        "problems/<slug:slug>/revisions/<int:number>/",
+        views.problem_revision,
+        name="problem-revision",
+    ),
+    path("problems/<slug:slug>/diff/", views.problem_diff, name="problem-diff"),
+    path(
+        "problems/<slug:slug>/participants/<str:action>/",
+        views.participation_action,
+        name="participation-action",
+    ),
+    path("problems/<slug:slug>/datasets/new/", views.dataset_register, name="dataset-register"),
+    path(
+        "problems/<slug:slug>/datasets/<int:dataset_id>/withdraw/",
+        views.dataset_withdraw,
+        name="dataset-withdraw",
+    ),
+    path("problems/<slug:slug>/agreement/", views.agreement_list, name="agreement-list"),
+    path("problems/<slug:slug>/agreement/new/", views.agreement_draft, name="agreement-draft"),
+    path(
+        "problems/<slug:slug>/agreement/v<int:number>/",
+        views.agreement_detail,
+        name="agreement-detail",
+    ),
+    path(
+        "problems/<slug:slug>/agreement/v<int:number>/print/",
+        views.agreement_print,
+        name="agreement-print",
+    ),
+    path(
+        "problems/<slug:slug>/agreement/v<int:number>/<str:action>/",
+        views.agreement_action,
+        name="agreement-action",
+    ),
+]
