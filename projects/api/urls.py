@@ -1,3 +1,114 @@
-"""The projects app's API routes; ``portal.api_urls`` mounts them under ``/api/v1/``."""
+"""The projects app's API routes; ``portal.api_urls`` mounts them under ``/api/v1/``.
 
-urlpatterns: list = []
+Nested resources hang off a problem's slug; revisions and agreement versions go by number,
+participants by their institution's slug.
+"""
+
+from django.urls import path
+
+from projects.api import views
+
+problems = views.ProblemViewSet
+revisions = views.RevisionViewSet
+participants = views.ParticipantViewSet
+datasets = views.DatasetViewSet
+agreements = views.AgreementViewSet
+
+P = "problems/<slug:slug>/"
+
+urlpatterns = [
+    path("inbox/", views.InboxViewSet.as_view({"get": "list"}), name="inbox"),
+    path(
+        "problems/",
+        problems.as_view({"get": "list", "post": "create"}),
+        name="problem-list",
+    ),
+    path(
+        P,
+        problems.as_view({"get": "retrieve", "patch": "partial_update"}),
+        name="problem-detail",
+    ),
+    path(f"{P}join/", problems.as_view({"post": "join"}), name="problem-join"),
+    path(f"{P}leave/", problems.as_view({"post": "leave"}), name="problem-leave"),
+    path(f"{P}diff/", problems.as_view({"get": "diff"}), name="problem-diff"),
+    path(
+        f"{P}policy-check/",
+        problems.as_view({"post": "policy_check"}),
+        name="problem-policy-check",
+    ),
+    path(
+        f"{P}revisions/",
+        revisions.as_view({"get": "list", "post": "create"}),
+        name="problem-revision-list",
+    ),
+    path(
+        f"{P}revisions/<int:number>/",
+        revisions.as_view({"get": "retrieve"}),
+        name="problem-revision-detail",
+    ),
+    path(
+        f"{P}revisions/<int:number>/ratify/",
+        revisions.as_view({"post": "ratify"}),
+        name="problem-revision-ratify",
+    ),
+    path(
+        f"{P}revisions/<int:number>/comments/",
+        revisions.as_view({"get": "comments", "post": "comment"}),
+        name="problem-revision-comments",
+    ),
+    path(
+        f"{P}participants/",
+        participants.as_view({"get": "list", "post": "create"}),
+        name="problem-participant-list",
+    ),
+    path(
+        f"{P}participants/<slug:institution>/accept/",
+        participants.as_view({"post": "accept"}),
+        name="problem-participant-accept",
+    ),
+    path(
+        f"{P}participants/<slug:institution>/decline/",
+        participants.as_view({"post": "decline"}),
+        name="problem-participant-decline",
+    ),
+    path(
+        f"{P}datasets/",
+        datasets.as_view({"get": "list", "post": "create"}),
+        name="problem-dataset-list",
+    ),
+    path(
+        f"{P}datasets/<int:dataset_id>/",
+        datasets.as_view({"get": "retrieve"}),
+        name="problem-dataset-detail",
+    ),
+    path(
+        f"{P}datasets/<int:dataset_id>/withdraw/",
+        datasets.as_view({"post": "withdraw"}),
+        name="problem-dataset-withdraw",
+    ),
+    path(
+        f"{P}agreement/versions/",
+        agreements.as_view({"get": "list", "post": "create"}),
+        name="problem-agreement-list",
+    ),
+    path(
+        f"{P}agreement/versions/<int:number>/",
+        agreements.as_view({"get": "retrieve"}),
+        name="problem-agreement-detail",
+    ),
+    path(
+        f"{P}agreement/versions/<int:number>/approve/",
+        agreements.as_view({"post": "approve"}),
+        name="problem-agreement-approve",
+    ),
+    path(
+        f"{P}agreement/versions/<int:number>/decline/",
+        agreements.as_view({"post": "decline"}),
+        name="problem-agreement-decline",
+    ),
+    path(
+        f"{P}agreement/versions/<int:number>/revoke/",
+        agreements.as_view({"post": "revoke"}),
+        name="problem-agreement-revoke",
+    ),
+]

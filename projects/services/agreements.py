@@ -64,15 +64,19 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
                 % {"unknown": ", ".join(map(str, unknown)), "known": ", ".join(ModelFamily.values)}
             ]
     clean["model_families"] = sorted(set(f for f in families if f in ModelFamily.values))
-    try:
-        minimum = int(terms.get("min_contributors"))
-        if minimum < 2:
-            raise ValueError
-    except (TypeError, ValueError):
+    minimum = terms.get("min_contributors")
+    if isinstance(minimum, str) and minimum.strip().isdigit():
+        minimum = int(minimum)
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 2:
         errors["min_contributors"] = [_("At least 2 contributors per round.")]
         minimum = 2
     clean["min_contributors"] = minimum
-    clean["secure_aggregation"] = bool(terms.get("secure_aggregation", False))
+    for flag in ("secure_aggregation", "commercial_use"):
+        value = terms.get(flag, False)
+        if not isinstance(value, bool):
+            errors[flag] = [_("Answer yes or no (true or false).")]
+            value = False
+        clean[flag] = value
     epsilon = terms.get("dp_max_epsilon")
     if epsilon in (None, ""):
         clean["dp_max_epsilon"] = None
@@ -94,7 +98,6 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
             % {"choices": ", ".join(DownloadScope.values)}
         ]
     clean["download_scope"] = scope
-    clean["commercial_use"] = bool(terms.get("commercial_use", False))
     clean["revenue_sharing"] = (terms.get("revenue_sharing") or "").strip()[:MAX_TEXT]
     if clean["commercial_use"] and not clean["revenue_sharing"]:
         errors["revenue_sharing"] = [_("Say how revenue is shared when commercial use is allowed.")]
@@ -104,7 +107,7 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
             expires = parse_date(expires)
         except ValueError:
             expires = None
-    if not isinstance(expires, datetime.date):
+    if not isinstance(expires, datetime.date) or isinstance(expires, datetime.datetime):
         errors["expires_on"] = [_("Give an expiry date (YYYY-MM-DD).")]
     elif expires <= timezone.localdate():
         errors["expires_on"] = [_("The expiry date must be in the future.")]

@@ -41,6 +41,9 @@ def _after_change(actor: AbstractBaseUser, problem: Problem) -> None:
     from projects.services.agreements import agreement_check_effective
     from projects.services.problems import problem_recompute_ratification
 
+    # Lock and re-read the problem as problem_ratify does: a join and a last ratification must
+    # not interleave, and a caller's copy may predate the current ratification.
+    problem = Problem.objects.select_for_update().get(pk=problem.pk)
     problem_sync_permissions(problem)
     problem_recompute_ratification(actor=actor, problem=problem)
     agreement_check_effective(actor=actor, problem=problem)

@@ -139,6 +139,8 @@ def _contributors(
 
 def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
     """Whether ``config`` may run on ``problem`` under its effective agreement, and why not."""
+    # The caller may hold the problem since a run started; a revision since then must count.
+    problem = Problem.objects.get(pk=problem.pk)
     reasons: list[str] = []
     if not problem.is_ratified:
         reasons.append(
@@ -220,7 +222,7 @@ def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
         by_slug = {c.institution.slug: c for c in eligible}
         why = {e.institution.slug: e.reason for e in excluded}
         chosen: list[Contributor] = []
-        for slug in config.contributors:
+        for slug in dict.fromkeys(config.contributors):  # each institution counts once
             if slug in by_slug:
                 chosen.append(by_slug[slug])
             elif slug in why:
