@@ -1,0 +1,182 @@
+"""``seed_demo``: problems in every state, built through the services; a second run is a no-op."""
+
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from alliance.models import AuditEvent
+from alliance.services import audit_verify
+from projects.demo import BREAST_CANCER, CROWDING, SPINDLE
+from projects.models import (
+    AgreementVersion,
+    Dataset,
+    Participation,
+    Problem,
+    ProblemRevision,
+)
+from projects.permissions import problem_visible_to
+from projects.selectors import inbox_for
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+HOSPITALS = ("taipei-north-hospital", "kaohsiung-harbour-hospital", "taichung-medical-centre")
+UNIVERSITY = "national-data-science-university"
+
+
+def _seed(settings, var_dir: Path) -> str:
+    settings.VAR_DIR = var_dir
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def _user(username: str):
+    return User.objects.get(username=username)
+
+
+def _inbox(username: str) -> list[tuple[str, str]]:
+    return [(item.kind, item.text) for item in inbox_for(_user(username))]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files(var_dir: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(var_dir)): path.read_bytes()
+        for path in sorted((var_dir / "sites").glob("*/*.csv"))
+    }
+
+
+def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
+    output = _seed(settings, tmp_path)
+
+    problems = {p.slug: p for p in Problem.objects.all()}
+    assert set(problems) == {BREAST_CANCER, SPINDLE, CROWDING}
+    medical, spindle, crowding = problems[BREAST_CANCER], problems[SPINDLE], problems[CROWDING]
+    assert medical.stage == Problem.Stage.DATA_READY
+    assert (medical.current_revision, medical.ratified_revision) == (2, 2)
+    assert spindle.stage == Problem.Stage.PROPOSED
+    assert (spindle.current_revision, spindle.ratified_revision) == (2, 1)
+    assert crowding.stage == Problem.Stage.RATIFIED
+    assert crowding.visibility == Problem.Visibility.INVITATION
+    for problem in problems.values():
+        assert problem.title in output
+
+    # The medical problem: three hospitals, a validator, revision 2 discussed and ratified by all.
+    roles = {
+        p.institution.slug: (p.role, p.status)
+        for p in Participation.objects.filter(problem=medical).select_related("institution")
+    }
+    assert roles == {
+        **{slug: ("contributor", "active") for slug in HOSPITALS},
+        UNIVERSITY: ("validator", "active"),
+    }
+    second = ProblemRevision.objects.get(problem=medical, number=2)
+    assert second.threshold == 0.95
+    assert second.metric == "roc_auc"
+    assert second.change_note
+    assert 2 <= second.comments.count() <= 3
+    assert second.ratifications.count() == 4
+    features = [f for f in second.features if f["name"] != "diagnosis"]
+    assert len(features) == 30
+    assert all(f["type"] == "numeric" and f["unit"] == "" and f["min"] == 0 for f in features)
+    assert (features[0]["name"], features[0]["max"]) == ("mean radius", 30.0)
+    label = next(f for f in second.features if f["name"] == "diagnosis")
+    assert (label["type"], label["categories"]) == ("categorical", ["0", "1"])
+    assert "1 - target" in medical.summary
+
+    # Agreements: medical v1 effective; manufacturing v1 effective with v2 pending.
+    statuses = {
+        (v.problem.slug, v.number): v.status
+        for v in AgreementVersion.objects.select_related("problem")
+    }
+    assert statuses == {
+        (BREAST_CANCER, 1): AgreementVersion.Status.EFFECTIVE,
+        (SPINDLE, 1): AgreementVersion.Status.EFFECTIVE,
+        (SPINDLE, 2): AgreementVersion.Status.PENDING,
+    }
+    terms = AgreementVersion.objects.get(problem=medical)
+    assert terms.model_families == ["logistic_regression"]
+    assert terms.min_contributors >= 2
+    assert (terms.download_scope, terms.commercial_use) == ("participants", False)
+    assert terms.approvals.filter(decision="approved").count() == 3
+    amendment = AgreementVersion.objects.get(problem=spindle, number=2)
+    assert "mlp" in amendment.model_families
+    assert [a.institution.slug for a in amendment.approvals.all()] == ["hsinchu-precision-works"]
+
+    # Datasets: the hashes are the files' hashes; the held-out set stays at the university.
+    datasets = Dataset.objects.select_related("institution", "problem")
+    assert sorted(d.institution.slug for d in datasets if d.problem == medical) == sorted(HOSPITALS)
+    assert datasets.filter(problem=spindle).count() == 2
+    sizes = set()
+    for dataset in datasets:
+        path = tmp_path / "sites" / dataset.institution.slug / dataset.site_key
+        assert dataset.sha256 == _sha256(path), path
+        if dataset.problem == medical:
+            assert dataset.personal_data and dataset.legal_basis
+            assert dataset.revision == 2
+            sizes.add(dataset.row_count)
+    assert len(sizes) == 3  # uneven shards
+    files = [tmp_path / "sites" / slug / "breast_cancer.csv" for slug in HOSPITALS]
+    files.append(tmp_path / "sites" / UNIVERSITY / "breast_cancer_holdout.csv")
+    malignant = 0
+    for path in files:
+        with path.open(newline="") as handle:
+            malignant += sum(row["diagnosis"] == "1" for row in csv.DictReader(handle))
+    assert malignant == 212  # scikit-learn's malignant cases, now diagnosis 1
+
+    # Invitation only: invisible to a non-participant, visible to the invited university.
+    for username, sees in (
+        ("island-commercial-bank-admin", False),
+        ("taipei-north-hospital-researcher", False),
+        (f"{UNIVERSITY}-admin", True),
+        ("metro-taipei-viewer", True),
+    ):
+        visible = problem_visible_to(_user(username)).filter(slug=CROWDING).exists()
+        assert visible is sees, username
+
+    # The inboxes tell each person what waits for them.
+    assert _inbox("tainan-assembly-company-steward") == [
+        ("agreement", "Approve agreement version 2 of Spindle failure within seven days")
+    ]
+    for role in ("admin", "researcher"):
+        assert _inbox(f"tainan-assembly-company-{role}") == [
+            ("ratify", "Ratify revision 2 of Spindle failure within seven days")
+        ]
+    (request,) = _inbox("hsinchu-precision-works-admin")
+    assert request[0] == "request" and "National Data Science University" in request[1]
+    (invitation,) = _inbox(f"{UNIVERSITY}-admin")
+    assert invitation[0] == "invitation"
+    assert "Platform crowding in the next 15 minutes" in invitation[1]
+    for slug in ("kaohsiung-harbour-hospital", "taichung-medical-centre"):
+        for role in ("admin", "steward", "researcher", "viewer"):
+            assert _inbox(f"{slug}-{role}") == [], f"{slug}-{role}"
+
+    assert audit_verify().ok
+
+
+def test_seed_demo_twice_changes_nothing(settings, tmp_path):
+    first_output = _seed(settings, tmp_path / "one")
+    events = AuditEvent.objects.count()
+    rows = {
+        model: model.objects.count()
+        for model in (Problem, ProblemRevision, Participation, Dataset, AgreementVersion)
+    }
+    second_output = _seed(settings, tmp_path / "two")
+    assert AuditEvent.objects.count() == events
+    assert {model: model.objects.count() for model in rows} == rows
+    assert second_output == first_output
+    # The same bytes wherever and whenever they are written: the registered hashes still hold.
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+    for dataset in Dataset.objects.select_related("institution"):
+        path = tmp_path / "two" / "sites" / dataset.institution.slug / dataset.site_key
+        assert dataset.sha256 == _sha256(path)
+    assert audit_verify().ok
