@@ -16,6 +16,11 @@ urlpatterns = [
         views.problem_revision,
         name="problem-revision",
     ),
+    path(
+        "problems/<slug:slug>/revisions/<int:number>/ratify/",
+        views.problem_ratify,
+        name="problem-ratify",
+    ),
     path("problems/<slug:slug>/diff/", views.problem_diff, name="problem-diff"),
     path(
         "problems/<slug:slug>/participants/<str:action>/",

@@ -246,6 +246,7 @@ def agreement_approve(
     )
     agreement_check_effective(actor=actor, problem=version.problem)
     if version.status == AgreementVersion.Status.EFFECTIVE:
+        # A late contributor's approval of the version in force can make the data ready.
         from projects.services.problems import problem_refresh_stage
 
         problem_refresh_stage(actor=actor, problem=version.problem)

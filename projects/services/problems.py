@@ -28,6 +28,7 @@ from projects.schema import feature_schema_clean
 from projects.services.common import notify, require_problem_perm
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RESERVED_SLUGS = frozenset({"new"})  # /problems/new/ is the proposal form
 CLASSIFICATION_METRICS = (Metric.ACCURACY, Metric.ROC_AUC, Metric.F1)
 REGRESSION_METRICS = (Metric.RMSE, Metric.MAE)
 DEFINITION_FIELDS = ("task_type", "label_column", "features", "metric", "threshold")
@@ -134,6 +135,8 @@ def problem_propose(
     slug = (slug or "").strip().lower()
     if not SLUG_RE.match(slug) or len(slug) > 80:
         errors["slug"] = [_("Use lower-case letters, digits and hyphens (at most 80).")]
+    elif slug in RESERVED_SLUGS:
+        errors["slug"] = [_("%(slug)s is reserved by the portal; choose another.") % {"slug": slug}]
     descriptive = _clean_descriptive(
         {
             "title": title,
