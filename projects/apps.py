@@ -5,3 +5,11 @@ from django.utils.translation import gettext_lazy as _
 class ProjectsConfig(AppConfig):
     name = "projects"
     verbose_name = _("Projects")
+
+    def ready(self) -> None:
+        from alliance.signals import institution_status_changed
+        from projects.receivers import problems_follow_institution_status
+
+        institution_status_changed.connect(
+            problems_follow_institution_status, dispatch_uid="projects.institution_status"
+        )

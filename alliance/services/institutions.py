@@ -11,6 +11,7 @@ from alliance.models import Institution, Role
 from alliance.permissions import acting_membership, require_staff
 from alliance.services.audit import audit_record
 from alliance.services.notifications import email_notify
+from alliance.signals import institution_status_changed
 from portal.common.errors import ApplicationError, Conflict
 
 EDITABLE_FIELDS = ("sector", "country", "website", "description")
@@ -87,6 +88,9 @@ def _set_status(
         action=action,
         target=institution,
         payload={"from": previous, "to": to, "reason": reason},
+    )
+    institution_status_changed.send(
+        sender=Institution, actor=actor, institution=institution, previous=previous
     )
     recipients = _admin_emails(institution)
     if recipients:

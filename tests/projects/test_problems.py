@@ -512,3 +512,16 @@ def test_only_participants_comment(scenario):
         with pytest.raises(PermissionDenied):
             services.problem_comment(actor=actor, problem=problem, revision=1, body="Hello")
     assert not ProblemComment.objects.exists()
+
+
+def test_suspending_a_contributor_takes_the_data_readiness_away_and_back(ready, staff):
+    from alliance.services import institution_reinstate, institution_suspend
+
+    assert ready.refresh().stage == Problem.Stage.DATA_READY
+    institution_suspend(actor=staff, institution=ready.b.institution, reason="Unpaid dues.")
+    assert ready.refresh().stage == Problem.Stage.RATIFIED
+    change = AuditEvent.objects.filter(action="problem.stage_changed").order_by("-seq").first()
+    assert change.actor == staff
+    assert change.payload == {"from": "data_ready", "to": "ratified"}
+    institution_reinstate(actor=staff, institution=ready.b.institution, reason="Paid.")
+    assert ready.refresh().stage == Problem.Stage.DATA_READY
