@@ -399,6 +399,7 @@ def _stepper(problem: Problem) -> list[Step]:
 class ParticipantRow:
     participation: Participation
     can_decide: bool
+    can_withdraw: bool
 
 
 def _invitable(participations: list[Participation]) -> QuerySet[Institution]:
@@ -451,6 +452,12 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
             can_decide=(p.status == Participation.Status.REQUESTED and can_manage)
             or (
                 p.status == Participation.Status.INVITED
+                and is_admin
+                and p.institution_id == actor.institution_id
+            ),
+            can_withdraw=(p.status == Participation.Status.INVITED and can_manage)
+            or (
+                p.status == Participation.Status.REQUESTED
                 and is_admin
                 and p.institution_id == actor.institution_id
             ),
@@ -761,6 +768,14 @@ def participation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
                 ),
                 _("Declined: %(name)s does not take part.") % {"name": name},
             )
+    elif action == "withdraw":
+        participation = _participation(problem, request.POST.get("participation"))
+        _attempt(
+            request,
+            lambda: services.participation_withdraw(actor=actor, participation=participation),
+            _("Withdrawn: %(name)s no longer has an open request or invitation.")
+            % {"name": participation.institution.name},
+        )
     elif action == "leave":
         _attempt(
             request,

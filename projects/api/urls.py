@@ -72,6 +72,11 @@ urlpatterns = [
         name="problem-participant-decline",
     ),
     path(
+        f"{P}participants/<slug:institution>/withdraw/",
+        participants.as_view({"post": "withdraw"}),
+        name="problem-participant-withdraw",
+    ),
+    path(
         f"{P}datasets/",
         datasets.as_view({"get": "list", "post": "create"}),
         name="problem-dataset-list",

@@ -446,6 +446,18 @@ class ParticipantViewSet(viewsets.GenericViewSet):
         )
         return Response(s.ParticipationSerializer(participation).data)
 
+    @extend_schema(
+        parameters=[SLUG, INSTITUTION], request=None, responses=s.ParticipationSerializer
+    )
+    def withdraw(self, request: Request, slug: str, institution: str) -> Response:
+        """Withdraw an open request (the requester's admins) or invitation (the proposer's
+        admins) before it is answered."""
+        problem = access_problem(request.user, slug)
+        participation = services.participation_withdraw(
+            actor=request.user, participation=self._participation(problem, institution)
+        )
+        return Response(s.ParticipationSerializer(participation).data)
+
 
 DATASET = OpenApiParameter("dataset_id", int, OpenApiParameter.PATH, description="Dataset id.")
 

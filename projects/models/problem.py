@@ -235,8 +235,9 @@ class Participation(models.Model):
     """An institution's place in a problem: contributor, validator or observer, and its state.
 
     Requests (the institution asked) and invitations (the proposer asked) wait for the other
-    side's admin; an institution that leaves stays on record with ``left`` so that its history
-    is kept, and its data is excluded from later rounds.
+    side's admin, and the asking side may withdraw them until then. An institution that leaves
+    stays on record with ``left`` so that its history is kept, and its data is excluded from
+    later rounds.
     """
 
     class Role(models.TextChoices):
@@ -249,6 +250,7 @@ class Participation(models.Model):
         INVITED = "invited", _("Invited")
         ACTIVE = "active", _("Participating")
         DECLINED = "declined", _("Declined")
+        WITHDRAWN = "withdrawn", _("Withdrawn")
         LEFT = "left", _("Left")
 
     problem = models.ForeignKey(

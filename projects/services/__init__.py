@@ -13,6 +13,7 @@ from projects.services.participation import (
     participation_invite,
     participation_leave,
     participation_request,
+    participation_withdraw,
 )
 from projects.services.policy import PolicyDecision, RunConfig, run_policy_check
 from projects.services.problems import (
@@ -37,6 +38,7 @@ __all__ = [
     "participation_invite",
     "participation_leave",
     "participation_request",
+    "participation_withdraw",
     "problem_comment",
     "problem_propose",
     "problem_ratify",

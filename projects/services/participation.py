@@ -269,6 +269,61 @@ def participation_decline(
 
 
 @transaction.atomic
+def participation_withdraw(
+    *, actor: AbstractBaseUser, participation: Participation
+) -> Participation:
+    """The asking side takes back an open request (its own admins) or invitation (the
+    proposer's admins) before the other side has answered."""
+    participation = (
+        Participation.objects.select_for_update()
+        .select_related("problem", "institution")
+        .get(pk=participation.pk)
+    )
+    problem = participation.problem
+    if participation.status == Participation.Status.REQUESTED:
+        membership = acting_membership(actor, roles=[Role.ADMIN])
+        if membership.institution_id != participation.institution_id:
+            raise PermissionDenied(
+                _("Only %(name)s's admins withdraw its request.")
+                % {"name": participation.institution.name}
+            )
+        notified = problem.proposer_id
+    elif participation.status == Participation.Status.INVITED:
+        require_problem_perm(actor, "projects.manage_participants", problem)
+        notified = participation.institution_id
+    else:
+        raise Conflict(
+            _("There is no open request or invitation of %(name)s to withdraw.")
+            % {"name": participation.institution.name}
+        )
+    was = participation.status
+    participation.status = Participation.Status.WITHDRAWN
+    participation.decided_by = actor
+    participation.decided_at = timezone.now()
+    participation.save()
+    problem_sync_permissions(problem)  # a withdrawn invitee no longer sees the problem
+    audit_record(
+        actor=actor,
+        action="participation.withdrawn",
+        target=problem,
+        subject_institution=participation.institution,
+        payload={"institution": participation.institution.slug, "was": was},
+    )
+    notify(
+        institution_ids=[notified],
+        roles=[Role.ADMIN],
+        template="participation_withdrawn",
+        context={
+            "problem": problem,
+            "participation": participation,
+            "was": was,
+            "path": problem.get_absolute_url(),
+        },
+    )
+    return participation
+
+
+@transaction.atomic
 def participation_leave(
     *, actor: AbstractBaseUser, problem: Problem, reason: str = ""
 ) -> Participation:
