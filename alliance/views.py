@@ -1,8 +1,5 @@
 """Pages of the browser portal: parse the request, call one service, render the result."""
 
-from collections.abc import Callable
-from typing import Any
-
 from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -20,30 +17,10 @@ from django.views.decorators.http import require_POST
 from alliance import selectors, services
 from alliance.forms import ApplicationForm, InstitutionProfileForm, InviteForm, RoleForm
 from alliance.permissions import access_institution, access_member, membership_of, require_staff
-from portal.common.errors import ApplicationError, error_text
+from portal.common.errors import ApplicationError
+from portal.common.pages import attempt, form_errors_from
 
 User = get_user_model()
-
-
-def _attempt(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
-    """Run a service; show its refusal as a message instead of an error page."""
-    try:
-        action()
-    except (ApplicationError, PermissionDenied, ValidationError) as exc:
-        messages.error(request, error_text(exc))
-        return False
-    messages.success(request, success)
-    return True
-
-
-def _form_errors_from(form: Any, exc: Exception) -> None:
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    elif isinstance(exc, ValidationError):
-        form.add_error(None, exc)
-    else:
-        form.add_error(None, error_text(exc))
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -64,7 +41,7 @@ def apply(request: HttpRequest) -> HttpResponse:
         try:
             services.application_submit(actor=request.user, **form.cleaned_data)
         except (ApplicationError, ValidationError) as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             return redirect("apply-thanks")
     return render(request, "alliance/apply.html", {"form": form})
@@ -139,7 +116,7 @@ def institution_edit(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             services.institution_update(actor=request.user, institution=institution, **changes)
         except (ApplicationError, ValidationError) as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             messages.success(request, _("The profile is updated."))
             return redirect(institution)
@@ -160,7 +137,7 @@ def my_institution(request: HttpRequest) -> HttpResponse:
         try:
             membership = services.member_invite(actor=request.user, **invite_form.cleaned_data)
         except (ApplicationError, PermissionDenied, ValidationError) as exc:
-            _form_errors_from(invite_form, exc)
+            form_errors_from(invite_form, exc)
         else:
             messages.success(
                 request, _("Invitation sent to %(email)s.") % {"email": membership.user.email}
@@ -190,7 +167,7 @@ def member_action(request: HttpRequest, membership_id: int, action: str) -> Http
         if not form.is_valid():
             messages.error(request, _("Choose a valid role."))
         else:
-            _attempt(
+            attempt(
                 request,
                 lambda: services.member_change_role(
                     actor=request.user, membership=membership, role=form.cleaned_data["role"]
@@ -198,19 +175,19 @@ def member_action(request: HttpRequest, membership_id: int, action: str) -> Http
                 _("%(name)s's role is changed.") % {"name": name},
             )
     elif action == "deactivate":
-        _attempt(
+        attempt(
             request,
             lambda: services.member_deactivate(actor=request.user, membership=membership),
             _("%(name)s can no longer log in.") % {"name": name},
         )
     elif action == "reactivate":
-        _attempt(
+        attempt(
             request,
             lambda: services.member_reactivate(actor=request.user, membership=membership),
             _("%(name)s can log in again.") % {"name": name},
         )
     elif action == "resend":
-        _attempt(
+        attempt(
             request,
             lambda: services.member_resend_invitation(actor=request.user, membership=membership),
             _("A new invitation is on its way to %(email)s.") % {"email": membership.user.email},

@@ -6,7 +6,6 @@ message or a form error, and nothing changes.
 """
 
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,8 @@ from guardian.core import ObjectPermissionChecker
 from alliance.models import Institution, Membership, Role
 from alliance.permissions import membership_of
 from alliance.selectors import institution_directory
-from portal.common.errors import ApplicationError, error_text
+from portal.common.errors import error_text
+from portal.common.pages import REFUSALS, attempt, form_error_text, form_errors_from
 from projects import selectors, services
 from projects.context_processors import pending_items
 from projects.diff import definition_diff
@@ -61,41 +61,6 @@ from projects.permissions import access_problem
 from projects.schema import format_number
 
 SCHEMA_PREFIX = "features"
-REFUSALS = (ApplicationError, PermissionDenied, ValidationError)
-
-
-# --- Small helpers (the same shape as alliance/views.py) ------------------------------------------
-
-
-def _attempt(request: HttpRequest, action: Callable[[], Any], success: str) -> bool:
-    """Run a service; show its refusal as a message instead of an error page."""
-    try:
-        action()
-    except REFUSALS as exc:
-        messages.error(request, error_text(exc))
-        return False
-    messages.success(request, success)
-    return True
-
-
-def _form_errors_from(form: Any, exc: Exception) -> None:
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        for name, errors in exc.error_dict.items():
-            form.add_error(name if name in form.fields else None, errors)
-    elif isinstance(exc, ValidationError):
-        form.add_error(None, exc)
-    else:
-        form.add_error(None, error_text(exc))
-
-
-def _form_error_text(form: Any) -> str:
-    """A bound form's errors as one sentence, for a message after a redirect."""
-    parts = []
-    for name, errors in form.errors.items():
-        label = form.fields[name].label if name in form.fields else ""
-        text = " ".join(str(e) for e in errors)
-        parts.append(f"{label}: {text}" if label else text)
-    return " ".join(parts)
 
 
 def _safe_next(request: HttpRequest, default: str) -> str:
@@ -219,9 +184,9 @@ def _schema_errors(form: Any, exc: Exception) -> list[str]:
         errors = dict(exc.error_dict)
         schema = [message for error in errors.pop("features", []) for message in error.messages]
         if errors:
-            _form_errors_from(form, ValidationError(errors))
+            form_errors_from(form, ValidationError(errors))
         return schema
-    _form_errors_from(form, exc)
+    form_errors_from(form, exc)
     return []
 
 
@@ -312,7 +277,7 @@ def problem_edit(request: HttpRequest, slug: str) -> HttpResponse:
         try:
             services.problem_update(actor=request.user, problem=problem, **form.cleaned_data)
         except REFUSALS as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             messages.success(request, _("The description is updated."))
             return redirect(problem)
@@ -532,7 +497,7 @@ def problem_revision(request: HttpRequest, slug: str, number: int) -> HttpRespon
                 actor=request.user, problem=problem, revision=number, body=form.cleaned_data["body"]
             )
         except REFUSALS as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             messages.success(request, _("Your comment is posted."))
             return redirect(revision.get_absolute_url() + "#comments")
@@ -567,7 +532,7 @@ def problem_revision(request: HttpRequest, slug: str, number: int) -> HttpRespon
 @require_POST
 def problem_ratify(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     problem = access_problem(request.user, slug)
-    _attempt(
+    attempt(
         request,
         lambda: services.problem_ratify(actor=request.user, problem=problem, revision=number),
         _("Your institution ratified revision %(n)s.") % {"n": number},
@@ -723,10 +688,10 @@ def participation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
         participations = selectors.problem_participations(problem)
         form = InviteParticipantForm(request.POST, institutions=_invitable(participations))
         if not form.is_valid():
-            messages.error(request, _form_error_text(form))
+            messages.error(request, form_error_text(form))
             return back
         institution = form.cleaned_data["institution"]
-        _attempt(
+        attempt(
             request,
             lambda: services.participation_invite(
                 actor=actor,
@@ -740,9 +705,9 @@ def participation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
     elif action == "request":
         form = JoinRequestForm(request.POST)
         if not form.is_valid():
-            messages.error(request, _form_error_text(form))
+            messages.error(request, form_error_text(form))
             return back
-        _attempt(
+        attempt(
             request,
             lambda: services.participation_request(
                 actor=actor, problem=problem, **form.cleaned_data
@@ -753,13 +718,13 @@ def participation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
         participation = _participation(problem, request.POST.get("participation"))
         name = participation.institution.name
         if action == "accept":
-            _attempt(
+            attempt(
                 request,
                 lambda: services.participation_accept(actor=actor, participation=participation),
                 _("%(name)s now takes part.") % {"name": name},
             )
         else:
-            _attempt(
+            attempt(
                 request,
                 lambda: services.participation_decline(
                     actor=actor,
@@ -770,14 +735,14 @@ def participation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
             )
     elif action == "withdraw":
         participation = _participation(problem, request.POST.get("participation"))
-        _attempt(
+        attempt(
             request,
             lambda: services.participation_withdraw(actor=actor, participation=participation),
             _("Withdrawn: %(name)s no longer has an open request or invitation.")
             % {"name": participation.institution.name},
         )
     elif action == "leave":
-        _attempt(
+        attempt(
             request,
             lambda: services.participation_leave(
                 actor=actor, problem=problem, reason=request.POST.get("reason", "")
@@ -814,7 +779,7 @@ def dataset_register(request: HttpRequest, slug: str) -> HttpResponse:
                 actor=request.user, problem=problem, **form.cleaned_data["description"]
             )
         except REFUSALS as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             messages.success(
                 request,
@@ -836,7 +801,7 @@ def dataset_withdraw(request: HttpRequest, slug: str, dataset_id: int) -> HttpRe
     dataset = selectors.problem_datasets(problem).filter(pk=dataset_id).first()
     if dataset is None:
         raise Http404(_("No such dataset."))
-    _attempt(
+    attempt(
         request,
         lambda: services.dataset_withdraw(
             actor=request.user, dataset=dataset, reason=request.POST.get("reason", "")
@@ -894,7 +859,7 @@ def agreement_draft(request: HttpRequest, slug: str) -> HttpResponse:
                 **form.terms(),
             )
         except REFUSALS as exc:
-            _form_errors_from(form, exc)
+            form_errors_from(form, exc)
         else:
             messages.success(
                 request,
@@ -1049,13 +1014,13 @@ def agreement_action(request: HttpRequest, slug: str, number: int, action: str) 
                     % {"n": number},
                 )
     elif action == "decline":
-        _attempt(
+        attempt(
             request,
             lambda: services.agreement_decline(actor=actor, version=version, reason=reason),
             _("You declined version %(n)s; the proposer is told why.") % {"n": number},
         )
     elif action == "revoke":
-        _attempt(
+        attempt(
             request,
             lambda: services.agreement_revoke(actor=actor, version=version, reason=reason),
             _(

@@ -163,6 +163,15 @@ def participation_invite(
     return participation
 
 
+def _locked(participation: Participation) -> Participation:
+    """The participation read afresh under a row lock: two admins may answer at once."""
+    return (
+        Participation.objects.select_for_update()
+        .select_related("problem", "institution")
+        .get(pk=participation.pk)
+    )
+
+
 def _require_decider(actor: AbstractBaseUser, participation: Participation) -> None:
     """Requests are decided by the proposer's admins; invitations by the invitee's admins."""
     problem = participation.problem
@@ -188,11 +197,7 @@ def _require_decider(actor: AbstractBaseUser, participation: Participation) -> N
 @transaction.atomic
 def participation_accept(*, actor: AbstractBaseUser, participation: Participation) -> Participation:
     """Accept a request (proposer's admin) or an invitation (invitee's admin)."""
-    participation = (
-        Participation.objects.select_for_update()
-        .select_related("problem", "institution")
-        .get(pk=participation.pk)
-    )
+    participation = _locked(participation)
     _require_decider(actor, participation)
     was = participation.status
     participation.status = Participation.Status.ACTIVE
@@ -232,11 +237,7 @@ def participation_decline(
     *, actor: AbstractBaseUser, participation: Participation, reason: str = ""
 ) -> Participation:
     """Decline a request (proposer's admin) or an invitation (invitee's admin)."""
-    participation = (
-        Participation.objects.select_for_update()
-        .select_related("problem", "institution")
-        .get(pk=participation.pk)
-    )
+    participation = _locked(participation)
     _require_decider(actor, participation)
     was = participation.status
     participation.status = Participation.Status.DECLINED
@@ -274,11 +275,7 @@ def participation_withdraw(
 ) -> Participation:
     """The asking side takes back an open request (its own admins) or invitation (the
     proposer's admins) before the other side has answered."""
-    participation = (
-        Participation.objects.select_for_update()
-        .select_related("problem", "institution")
-        .get(pk=participation.pk)
-    )
+    participation = _locked(participation)
     problem = participation.problem
     if participation.status == Participation.Status.REQUESTED:
         membership = acting_membership(actor, roles=[Role.ADMIN])
