@@ -37,6 +37,43 @@ def _existing_conflict(participation: Participation) -> None:
         raise Conflict(_("%(name)s is already invited; its admins can accept.") % {"name": name})
 
 
+def _open(
+    *,
+    actor: AbstractBaseUser,
+    problem: Problem,
+    institution: Institution,
+    role: str,
+    status: str,
+    message: str,
+) -> Participation:
+    """Open a request or an invitation: a new row, or the institution's earlier declined,
+    withdrawn or left one, reopened (one row per institution keeps its history together)."""
+    message = (message or "").strip()[:MAX_MESSAGE]
+    participation = (
+        Participation.objects.select_for_update()
+        .filter(problem=problem, institution=institution)
+        .first()
+    )
+    if participation is None:
+        return Participation.objects.create(
+            problem=problem,
+            institution=institution,
+            role=role,
+            status=status,
+            message=message,
+            requested_by=actor,
+        )
+    _existing_conflict(participation)
+    participation.role = role
+    participation.status = status
+    participation.message = message
+    participation.requested_by = actor
+    participation.decided_by = None
+    participation.decided_at = None
+    participation.save()
+    return participation
+
+
 def _after_change(actor: AbstractBaseUser, problem: Problem) -> None:
     from projects.services.agreements import agreement_check_effective
     from projects.services.problems import problem_recompute_ratification
@@ -58,30 +95,14 @@ def participation_request(
     _check_role(role)
     if problem.visibility != Problem.Visibility.LISTED:
         raise PermissionDenied(_("This problem is by invitation only."))
-    message = (message or "").strip()[:MAX_MESSAGE]
-    participation = (
-        Participation.objects.select_for_update()
-        .filter(problem=problem, institution=membership.institution)
-        .first()
+    participation = _open(
+        actor=actor,
+        problem=problem,
+        institution=membership.institution,
+        role=role,
+        status=Participation.Status.REQUESTED,
+        message=message,
     )
-    if participation is not None:
-        _existing_conflict(participation)
-        participation.role = role
-        participation.status = Participation.Status.REQUESTED
-        participation.message = message
-        participation.requested_by = actor
-        participation.decided_by = None
-        participation.decided_at = None
-        participation.save()
-    else:
-        participation = Participation.objects.create(
-            problem=problem,
-            institution=membership.institution,
-            role=role,
-            status=Participation.Status.REQUESTED,
-            message=message,
-            requested_by=actor,
-        )
     audit_record(
         actor=actor,
         action="participation.requested",
@@ -118,30 +139,14 @@ def participation_invite(
         raise ApplicationError(
             _("%(name)s is not an active member of the alliance.") % {"name": institution.name}
         )
-    message = (message or "").strip()[:MAX_MESSAGE]
-    participation = (
-        Participation.objects.select_for_update()
-        .filter(problem=problem, institution=institution)
-        .first()
+    participation = _open(
+        actor=actor,
+        problem=problem,
+        institution=institution,
+        role=role,
+        status=Participation.Status.INVITED,
+        message=message,
     )
-    if participation is not None:
-        _existing_conflict(participation)
-        participation.role = role
-        participation.status = Participation.Status.INVITED
-        participation.message = message
-        participation.requested_by = actor
-        participation.decided_by = None
-        participation.decided_at = None
-        participation.save()
-    else:
-        participation = Participation.objects.create(
-            problem=problem,
-            institution=institution,
-            role=role,
-            status=Participation.Status.INVITED,
-            message=message,
-            requested_by=actor,
-        )
     problem_sync_permissions(problem)  # the invited institution may now see the problem
     audit_record(
         actor=actor,
