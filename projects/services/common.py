@@ -67,7 +67,3 @@ def notify(
             template=f"projects/email/{template}",
             context={**context, "person": person},
         )
-
-
-def field_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {field: messages for field, messages in errors.items() if messages}

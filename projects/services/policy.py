@@ -65,9 +65,15 @@ def _family_label(value: str) -> str:
     return str(ModelFamily(value).label) if value in ModelFamily.values else value
 
 
-def _contributors(
+def eligible_contributors(
     problem: Problem, agreement: AgreementVersion | None
 ) -> tuple[list[Contributor], list[Exclusion]]:
+    """Contributors whose data may be used under ``agreement``, and the others with the reason.
+
+    Eligible: active, of an admitted institution, with a standing approval of the agreement and
+    a dataset checked against the current revision. The problem's "data ready" stage counts
+    these too, so the stage and the check never disagree.
+    """
     participations = problem.participations.filter(
         role=Participation.Role.CONTRIBUTOR
     ).select_related("institution")
@@ -217,7 +223,7 @@ def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
                 )
                 % {"epsilon": epsilon, "ceiling": ceiling, "n": n}
             )
-    eligible, excluded = _contributors(problem, agreement)
+    eligible, excluded = eligible_contributors(problem, agreement)
     if config.contributors is not None:
         by_slug = {c.institution.slug: c for c in eligible}
         why = {e.institution.slug: e.reason for e in excluded}

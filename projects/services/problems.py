@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from alliance.models import Role, Sector
@@ -14,7 +15,6 @@ from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError, Conflict
 from projects.models import (
     AgreementVersion,
-    Dataset,
     Metric,
     Participation,
     Problem,
@@ -419,31 +419,6 @@ def effective_agreement(problem: Problem) -> AgreementVersion | None:
     return problem.agreements.filter(status=AgreementVersion.Status.EFFECTIVE).first()
 
 
-def ready_contributor_ids(problem: Problem, agreement: AgreementVersion | None) -> set[int]:
-    """Active contributors with a dataset fitting the current revision and a standing approval
-    of ``agreement``."""
-    if agreement is None:
-        return set()
-    contributors = set(
-        problem.participations.filter(
-            status=Participation.Status.ACTIVE,
-            role=Participation.Role.CONTRIBUTOR,
-            institution__status="admitted",
-        ).values_list("institution_id", flat=True)
-    )
-    with_data = set(
-        Dataset.objects.filter(
-            problem=problem, status=Dataset.Status.ACTIVE, revision=problem.current_revision
-        ).values_list("institution_id", flat=True)
-    )
-    approved = set(
-        agreement.approvals.filter(decision="approved", revoked_at__isnull=True).values_list(
-            "institution_id", flat=True
-        )
-    )
-    return contributors & with_data & approved
-
-
 def problem_refresh_stage(*, actor: AbstractBaseUser | None, problem: Problem) -> None:
     """Set the stage that the facts imply (proposed, ratified, data ready), auditing a change.
 
@@ -452,11 +427,14 @@ def problem_refresh_stage(*, actor: AbstractBaseUser | None, problem: Problem) -
     if not problem.is_ratified:
         stage = Problem.Stage.PROPOSED
     else:
+        # "Enough datasets" means what the policy check would let take part in a round.
+        from projects.services.policy import eligible_contributors
+
         agreement = effective_agreement(problem)
         ready = (
             agreement is not None
             and not agreement_expired(agreement)
-            and len(ready_contributor_ids(problem, agreement)) >= agreement.min_contributors
+            and len(eligible_contributors(problem, agreement)[0]) >= agreement.min_contributors
         )
         stage = Problem.Stage.DATA_READY if ready else Problem.Stage.RATIFIED
     later = (Problem.Stage.TRAINING, Problem.Stage.CERTIFIED, Problem.Stage.RELEASED)
@@ -476,6 +454,4 @@ def problem_refresh_stage(*, actor: AbstractBaseUser | None, problem: Problem) -
 
 
 def agreement_expired(agreement: AgreementVersion) -> bool:
-    from django.utils import timezone
-
     return agreement.expires_on < timezone.localdate()
