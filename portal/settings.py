@@ -151,6 +151,23 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="alliance-portal@localhost")
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 
+# --- Federated training -------------------------------------------------------------------
+# The longest round deadline a run may ask for; the broker's visibility timeout sits above it.
+FEDERATION_MAX_ROUND_DEADLINE = env.int("FEDERATION_MAX_ROUND_DEADLINE", default=1800)
+# An update larger than this is refused before it is decoded (the demo models are kilobytes).
+FEDERATION_MAX_UPDATE_BYTES = env.int("FEDERATION_MAX_UPDATE_BYTES", default=1_000_000)
+# The largest L2 distance an update may move the global model; a farther one is rejected.
+FEDERATION_MAX_UPDATE_NORM = env.float("FEDERATION_MAX_UPDATE_NORM", default=1000.0)
+# Where a site worker finds its data: SITE_DATA_ROOT/<institution slug>/<site key>, unless
+# SITE_DATA_DIRS ("slug=/path,slug2=/path2") names a folder for that institution.
+SITE_DATA_ROOT = Path(env.str("SITE_DATA_ROOT", default=str(VAR_DIR / "sites")))
+SITE_DATA_DIRS = {
+    slug.strip(): Path(path.strip())
+    for slug, _sep, path in (
+        item.partition("=") for item in env.list("SITE_DATA_DIRS", default=[]) if "=" in item
+    )
+}
+
 # --- Celery -------------------------------------------------------------------------------
 BROKER_FOLDER = Path(env.str("BROKER_FOLDER", default=str(VAR_DIR / "broker")))
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -168,8 +185,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Above the longest round deadline, so a slow task is not delivered twice.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # Above the longest round deadline, so that a task held by a live worker (a deadline
+        # check waits that long) is not delivered twice; a task lost with a killed worker comes
+        # back after it, and the coordinator's own resume re-dispatches what a round still needs.
+        "visibility_timeout": env.int(
+            "CELERY_VISIBILITY_TIMEOUT", default=FEDERATION_MAX_ROUND_DEADLINE + 120
+        ),
+        # Sweep for such lost tasks every few seconds rather than kombu's default of ~100 s.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
@@ -182,6 +206,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "coordinator"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+# Site workers run the site task only; it lives outside the autodiscovered tasks modules.
+CELERY_IMPORTS = ["projects.site_tasks"]
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -15,6 +15,7 @@ from projects.models.problem import (
     Ratification,
     TaskType,
 )
+from projects.models.run import ModelVersion, Round, SiteRound, Strategy, TrainingRun
 
 __all__ = [
     "TERM_FIELDS",
@@ -24,10 +25,15 @@ __all__ = [
     "DownloadScope",
     "Metric",
     "ModelFamily",
+    "ModelVersion",
     "Participation",
     "Problem",
     "ProblemComment",
     "ProblemRevision",
     "Ratification",
+    "Round",
+    "SiteRound",
+    "Strategy",
     "TaskType",
+    "TrainingRun",
 ]

@@ -49,6 +49,33 @@ class Command(BaseCommand):
             ],
             env=env,
         )
+        # One worker serves every demo site, each reading its own folder var/sites/<slug>/,
+        # as if it ran at that member's site; it never opens the portal database.
+        root = Path(settings.SITE_DATA_ROOT)
+        sites = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        site_worker = None
+        if sites:
+            site_worker = subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--queues",
+                    ",".join(f"site.{slug}" for slug in sites),
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(min(len(sites), 4)),
+                    "--hostname",
+                    "demo-sites@%h",
+                ],
+                env=env,
+            )
         web = subprocess.Popen(
             [
                 str(bindir / "gunicorn"),
@@ -73,6 +100,10 @@ class Command(BaseCommand):
         for username, what in DEMO_LOGINS:
             self.stdout.write(f"  {username:42} {what}")
         self.stdout.write(f"Emails are printed by the worker. Data: {settings.VAR_DIR}")
+        if sites:
+            self.stdout.write(
+                f"Demo sites training on their own folders in {root}: {', '.join(sites)}"
+            )
         self.stdout.write("Press Ctrl-C to stop the web server and the worker.\n")
 
         stopping = False
@@ -84,23 +115,26 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
-            while not stopping and worker.poll() is None and web.poll() is None:
+            procs = [p for p in (worker, site_worker, web) if p is not None]
+            while not stopping and all(p.poll() is None for p in procs):
                 time.sleep(0.3)
         finally:
-            for proc in (web, worker):
+            for proc in procs:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in (web, worker):
+            for proc in procs:
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
         failed = [
             name
-            for name, p in (("web server", web), ("worker", worker))
-            if p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT) and not stopping
+            for name, p in (("web server", web), ("worker", worker), ("site worker", site_worker))
+            if p is not None
+            and p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)
+            and not stopping
         ]
         if failed:
             self.stderr.write(f"Stopped because the {' and '.join(failed)} exited unexpectedly.")
             sys.exit(1)
-        self.stdout.write("Stopped the web server and the worker.")
+        self.stdout.write("Stopped the web server and the workers.")

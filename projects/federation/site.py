@@ -1,0 +1,285 @@
+"""One round of training on a site: what a member's site worker runs.
+
+The site receives the global parameters and a ``RoundTask`` (plain values from a JSON message),
+checks that its file is still the one it registered (SHA-256, before parsing a byte of it), trains
+on its own rows and returns only parameters, a row count, validation scores and timings. It has
+no database and reads nothing but its data file.
+
+Randomness is derived, never shared: ``site_rng(seed, site, purpose, round)`` feeds the run's
+seed, the site's slug, the purpose and the round into one numpy ``SeedSequence``. The
+train/validation split uses purpose ``"split"`` and no round, so a site keeps the same
+validation rows for the whole run; the minibatch shuffles use ``"train"`` and the round. Given
+the same task, parameters and file, a round gives the same bits every time.
+"""
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from projects.federation.data import DataError, encode_labels, file_sha256, load_csv, scale, split
+from projects.federation.families import (
+    CLASSIFICATION,
+    ModelFamily,
+    TrainingDiverged,
+    get_family,
+)
+
+Params = list[np.ndarray]
+
+
+def _stable_int(text: str) -> int:
+    """A 64-bit number from text, the same on every machine (``hash()`` is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def site_rng(seed: int, site: str, purpose: str, round_number: int = 0) -> np.random.Generator:
+    """The generator for one purpose at one site: independent streams from one run seed."""
+    return np.random.default_rng([seed, _stable_int(site), _stable_int(purpose), round_number])
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What a site needs to train one round, as the coordinator's JSON message carries it."""
+
+    family: str
+    family_options: dict[str, Any]
+    features: list[str]
+    label: str
+    classes: list[str] | None  # None for regression
+    feature_ranges: list[tuple[float, float]]
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    proximal_mu: float
+    seed: int
+    round_number: int
+    site: str  # the institution's slug
+    validation_share: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (ranges become two-item lists)."""
+        return {
+            "family": self.family,
+            "family_options": dict(self.family_options),
+            "features": list(self.features),
+            "label": self.label,
+            "classes": None if self.classes is None else list(self.classes),
+            "feature_ranges": [[float(low), float(high)] for low, high in self.feature_ranges],
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "proximal_mu": self.proximal_mu,
+            "seed": self.seed,
+            "round_number": self.round_number,
+            "site": self.site,
+            "validation_share": self.validation_share,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RoundTask":
+        """The task a JSON message describes; KeyError/ValueError/TypeError when malformed."""
+        classes = data["classes"]
+        return cls(
+            family=str(data["family"]),
+            family_options=dict(data.get("family_options") or {}),
+            features=[str(f) for f in data["features"]],
+            label=str(data["label"]),
+            classes=None if classes is None else [str(c) for c in classes],
+            feature_ranges=[(float(low), float(high)) for low, high in data["feature_ranges"]],
+            epochs=int(data["epochs"]),
+            batch_size=int(data["batch_size"]),
+            learning_rate=float(data["learning_rate"]),
+            proximal_mu=float(data.get("proximal_mu", 0.0)),
+            seed=int(data["seed"]),
+            round_number=int(data["round_number"]),
+            site=str(data["site"]),
+            validation_share=float(data.get("validation_share", 0.2)),
+        )
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    """What a site sends back: parameters, training rows, validation scores, seconds spent."""
+
+    params: Params
+    sample_count: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class SiteRefusal(Exception):
+    """The site cannot train this round.
+
+    Codes: ``missing_file``, ``hash_mismatch``, ``invalid_task`` (family, options, classes or
+    parameter shapes that do not fit), ``diverged`` (training produced non-finite numbers), and
+    the data codes ``missing_column``, ``not_numeric``, ``empty``, ``unknown_label``.
+    """
+
+    def __init__(self, code: str, detail: dict[str, Any], message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
+        self.message = message
+
+
+def n_outputs_for(family: ModelFamily, classes: Sequence[str] | None) -> int:
+    """How many outputs the model has: the number of classes, or 1 for regression."""
+    if family.task == CLASSIFICATION:
+        if classes is None or len(classes) < 2:
+            raise SiteRefusal(
+                "invalid_task",
+                {"reason": "classes"},
+                f"{family.name} classifies: it needs at least two classes.",
+            )
+        return len(classes)
+    if classes is not None:
+        raise SiteRefusal(
+            "invalid_task",
+            {"reason": "classes"},
+            f"{family.name} predicts a number: it takes no classes.",
+        )
+    return 1
+
+
+def family_for(name: str, options: Mapping[str, Any]) -> ModelFamily:
+    """The configured family, or SiteRefusal("invalid_task") saying what is wrong."""
+    try:
+        return get_family(name, dict(options))
+    except ValueError as exc:
+        raise SiteRefusal("invalid_task", {"reason": "family"}, str(exc)) from exc
+
+
+def read_site_file(
+    path: Path,
+    *,
+    features: Sequence[str],
+    label: str,
+    classes: Sequence[str] | None,
+    feature_ranges: Sequence[tuple[float, float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled features and encoded labels of a file; SiteRefusal with the data error's code."""
+    try:
+        X, raw = load_csv(path, features=list(features), label=label)
+        assert raw is not None  # a label was asked for
+        y = encode_labels(raw, classes)
+    except DataError as exc:
+        raise SiteRefusal(exc.code, exc.detail, exc.message) from exc
+    if len(feature_ranges) != len(features):
+        raise SiteRefusal(
+            "invalid_task",
+            {"reason": "feature_ranges"},
+            f"{len(feature_ranges)} feature ranges for {len(features)} features.",
+        )
+    return scale(X, feature_ranges), y
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        # Only the file's name: the site's directory layout is its own business.
+        raise SiteRefusal(
+            "missing_file", {"file": path.name}, f"The data file {path.name!r} is not there."
+        )
+
+
+def train_on_site(
+    task: RoundTask, global_params: Params, *, data_path: Path, expected_sha256: str
+) -> SiteResult:
+    """Train ``task.epochs`` epochs from ``global_params`` on this site's training rows."""
+    started = time.perf_counter()
+    data_path = Path(data_path)
+    _check_file(data_path)
+    actual = file_sha256(data_path)
+    if actual != expected_sha256:
+        raise SiteRefusal(
+            "hash_mismatch",
+            {"expected": expected_sha256, "actual": actual},
+            "The data file changed since it was registered (its SHA-256 differs).",
+        )
+    family = family_for(task.family, task.family_options)
+    n_outputs = n_outputs_for(family, task.classes)
+    X, y = read_site_file(
+        data_path,
+        features=task.features,
+        label=task.label,
+        classes=task.classes,
+        feature_ranges=task.feature_ranges,
+    )
+    expected = [p.shape for p in family.init(len(task.features), n_outputs, site_rng(0, "", ""))]
+    if [np.shape(p) for p in global_params] != expected:
+        raise SiteRefusal(
+            "invalid_task",
+            {"reason": "shapes"},
+            "The global parameters do not fit this model family and schema.",
+        )
+    try:
+        train_rows, validation_rows = split(
+            len(X), task.validation_share, site_rng(task.seed, task.site, "split")
+        )
+    except ValueError as exc:
+        raise SiteRefusal("invalid_task", {"reason": "validation_share"}, str(exc)) from exc
+    loaded = time.perf_counter()
+
+    try:
+        params = family.train(
+            [np.asarray(p, dtype=np.float64) for p in global_params],
+            X[train_rows],
+            y[train_rows],
+            epochs=task.epochs,
+            batch_size=task.batch_size,
+            learning_rate=task.learning_rate,
+            rng=site_rng(task.seed, task.site, "train", task.round_number),
+            proximal_mu=task.proximal_mu,
+        )
+    except TrainingDiverged as exc:
+        raise SiteRefusal("diverged", {}, str(exc)) from exc
+    except ValueError as exc:  # epochs, batch size, learning rate or mu out of range
+        raise SiteRefusal("invalid_task", {"reason": "hyperparameters"}, str(exc)) from exc
+    trained = time.perf_counter()
+
+    metrics: dict[str, float] = {}
+    if len(validation_rows):
+        metrics = family.evaluate(params, X[validation_rows], y[validation_rows])
+    metrics["validation_rows"] = float(len(validation_rows))
+    evaluated = time.perf_counter()
+    return SiteResult(
+        params=params,
+        sample_count=len(train_rows),
+        metrics=metrics,
+        timings={
+            "load": loaded - started,
+            "train": trained - loaded,
+            "evaluate": evaluated - trained,
+        },
+    )
+
+
+def evaluate_on_file(
+    family: str,
+    family_options: Mapping[str, Any],
+    params: Params,
+    *,
+    path: Path,
+    features: Sequence[str],
+    label: str,
+    classes: Sequence[str] | None,
+    feature_ranges: Sequence[tuple[float, float]],
+) -> dict[str, float]:
+    """Scores of ``params`` on every row of a file (a validator's held-out set), plus ``rows``."""
+    path = Path(path)
+    _check_file(path)
+    model = family_for(family, family_options)
+    n_outputs_for(model, classes)
+    X, y = read_site_file(
+        path, features=features, label=label, classes=classes, feature_ranges=feature_ranges
+    )
+    try:
+        metrics = model.evaluate([np.asarray(p, dtype=np.float64) for p in params], X, y)
+    except ValueError as exc:
+        raise SiteRefusal("invalid_task", {"reason": "shapes"}, str(exc)) from exc
+    metrics["rows"] = float(len(X))
+    return metrics

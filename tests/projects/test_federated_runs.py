@@ -1,0 +1,475 @@
+"""Federated runs through the real stack: the broker, real Celery workers, the site files.
+
+The demo medical problem is seeded with its CSV files under a temporary sites folder; the
+workers read them exactly as a member's site worker would.
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.utils import timezone
+
+from alliance.models import AuditEvent
+from alliance.services.audit import audit_verify
+from portal.common.errors import ApplicationError
+from projects.demo import BREAST_CANCER_FILE, HOLDOUT_FILE, UNIVERSITY
+from projects.federation import encoding
+from projects.federation.loop import LocalSite, run_in_process, train_central
+from projects.federation.site import RoundTask, evaluate_on_file
+from projects.models import AgreementApproval, Problem, Round, SiteRound, TrainingRun
+from projects.services import runs
+from projects.site_tasks import site_round
+from tests.conftest import require_postgres, wait_for
+from tests.projects.federation_setup import SITES, seed_medical
+
+User = get_user_model()
+RESEARCHER = "kaohsiung-harbour-hospital-researcher"
+
+
+@pytest.fixture
+def medical(tmp_path: Path) -> Problem:
+    return seed_medical(tmp_path)
+
+
+def launch(problem: Problem, **config: object) -> TrainingRun:
+    actor = User.objects.get(username=RESEARCHER)
+    return runs.run_launch(actor=actor, problem=problem, config=runs.LaunchConfig(**config))
+
+
+def _purge(queues: list[str]) -> None:
+    from portal.celery import app
+
+    with app.connection_for_write() as conn:
+        for name in queues:
+            conn.default_channel.queue_declare(name, durable=True, auto_delete=False)
+            conn.default_channel.queue_purge(name)
+
+
+@contextmanager
+def workers(queues: list[str]) -> Iterator[object]:
+    """A real Celery worker (in-process thread) on these queues, starting from empty queues."""
+    from celery.contrib.testing.worker import start_worker
+
+    from portal.celery import app
+
+    _purge(queues)
+    with start_worker(
+        app, queues=queues, pool="solo", perform_ping_check=False, shutdown_timeout=10
+    ) as worker:
+        yield worker
+
+
+def site_queues(*slugs: str) -> list[str]:
+    return [f"site.{slug}" for slug in slugs]
+
+
+def finished(run: TrainingRun, timeout: float = 60) -> TrainingRun:
+    def done() -> bool:
+        run.refresh_from_db()
+        return run.is_finished
+
+    wait_for(done, timeout=timeout, what=f"run {run.number} to finish")
+    return run
+
+
+def base_task(run: TrainingRun) -> RoundTask:
+    spec = run.spec
+    return RoundTask(
+        family=run.model_family,
+        family_options=run.family_options,
+        features=spec["features"],
+        label=spec["label"],
+        classes=spec["classes"],
+        feature_ranges=[tuple(r) for r in spec["feature_ranges"]],
+        epochs=run.local_epochs,
+        batch_size=run.batch_size,
+        learning_rate=run.learning_rate,
+        proximal_mu=0.0,
+        seed=run.seed,
+        round_number=0,
+        site="",
+    )
+
+
+def local_sites(run: TrainingRun) -> list[LocalSite]:
+    datasets = run.problem.datasets.filter(status="active").select_related("institution")
+    return [
+        LocalSite(
+            d.institution.slug,
+            Path(settings.SITE_DATA_ROOT) / d.institution.slug / d.site_key,
+            d.sha256,
+        )
+        for d in datasets
+    ]
+
+
+def holdout_accuracy(run: TrainingRun, params: list[np.ndarray]) -> float:
+    spec = run.spec
+    metrics = evaluate_on_file(
+        run.model_family,
+        run.family_options,
+        params,
+        path=Path(settings.SITE_DATA_ROOT) / UNIVERSITY / HOLDOUT_FILE,
+        features=spec["features"],
+        label=spec["label"],
+        classes=spec["classes"],
+        feature_ranges=[tuple(r) for r in spec["feature_ranges"]],
+    )
+    return metrics["accuracy"]
+
+
+# --- Through a real worker ------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_demo_run_learns_as_well_as_central_training_and_is_audited(
+    broker_ready, transactional_db, medical
+):
+    with workers(["coordinator", *site_queues(*SITES)]):
+        run = finished(launch(medical, rounds=10))
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    rounds = list(run.round_set.order_by("number"))
+    assert [r.number for r in rounds] == list(range(1, 11))
+    assert all(r.status == Round.Status.SUCCEEDED and r.contributors == 3 for r in rounds)
+    assert SiteRound.objects.filter(round__run=run, status="contributed").count() == 30
+    assert set(rounds[-1].timings) >= {
+        "dispatch",
+        "queue_wait",
+        "site_compute",
+        "collection",
+        "aggregation",
+        "persistence",
+    }
+    assert rounds[-1].metrics["accuracy"] > 0.9
+    assert run.models.count() == 11  # the initial model and one per round
+
+    # The distributed run computes exactly what the plain in-process loop computes.
+    final = runs.model_params(run.models.get(round_number=10))
+    expected = run_in_process(local_sites(run), base_task(run), rounds=10, strategy="fedavg")
+    assert all(np.array_equal(a, b) for a, b in zip(final, expected[-1], strict=True))
+
+    # And it learns: within two points of the same model trained on the pooled data.
+    central = train_central(local_sites(run), base_task(run), epochs=run.rounds * run.local_epochs)
+    federated_accuracy = holdout_accuracy(run, final)
+    central_accuracy = holdout_accuracy(run, central)
+    assert federated_accuracy >= central_accuracy - 0.02, (federated_accuracy, central_accuracy)
+    assert federated_accuracy > 0.9
+
+    actions = list(
+        AuditEvent.objects.filter(action__startswith=("r"))
+        .order_by("seq")
+        .values_list("action", flat=True)
+    )
+    assert actions[0] == "run.launched"
+    assert actions.count("round.started") == 10
+    assert actions.count("round.closed") == 10
+    assert actions[-1] == "run.succeeded"
+    assert audit_verify().ok
+
+
+@pytest.mark.worker
+def test_round_closes_at_the_deadline_with_quorum_when_a_site_worker_is_absent(
+    broker_ready, transactional_db, medical
+):
+    present = SITES[:2]
+    with workers(["coordinator", *site_queues(*present)]):
+        _purge(site_queues(SITES[2]))
+        run = finished(launch(medical, rounds=1, round_deadline=5, min_contributors=2), 30)
+    _purge(site_queues(SITES[2]))
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    round_ = run.round_set.get()
+    assert round_.contributors == 2
+    statuses = dict(round_.sites.values_list("institution__slug", "status"))
+    assert statuses == {
+        present[0]: "contributed",
+        present[1]: "contributed",
+        SITES[2]: "dropped",
+    }
+    assert AuditEvent.objects.filter(action="round.closed", payload__at_deadline=True).exists()
+
+
+@pytest.mark.worker
+def test_run_fails_without_quorum_and_says_why(broker_ready, transactional_db, medical):
+    with workers(["coordinator", *site_queues(SITES[0])]):
+        run = finished(launch(medical, rounds=2, round_deadline=5, min_contributors=2), 30)
+    _purge(site_queues(*SITES[1:]))
+
+    assert run.status == TrainingRun.Status.FAILED
+    round_ = run.round_set.get()
+    assert round_.status == Round.Status.FAILED
+    assert "Only 1 of the 2 contributions" in round_.reason
+    assert "Round 1 failed" in run.reasons[0]
+    assert AuditEvent.objects.filter(action="run.failed", target_id=str(run.pk)).exists()
+
+
+@pytest.mark.worker
+def test_cancel_stops_a_running_run(broker_ready, transactional_db, medical):
+    with workers(["coordinator"]):
+        run = launch(medical, rounds=3, round_deadline=60)
+        wait_for(lambda: run.round_set.exists(), what="round 1 to start")
+        runs.run_cancel(actor=User.objects.get(username=RESEARCHER), run=run)
+    _purge(site_queues(*SITES))
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.round_set.get().status == Round.Status.CANCELLED
+    assert AuditEvent.objects.filter(action="run.cancelled").count() == 1
+
+
+def _worker_env() -> dict[str, str]:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PORTAL_VAR_DIR": str(settings.VAR_DIR),
+        "SITE_DATA_ROOT": str(settings.SITE_DATA_ROOT),
+        "CELERY_VISIBILITY_TIMEOUT": "10",
+    }
+
+
+def _coordinator() -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--queues",
+            "coordinator",
+            "--pool",
+            "solo",
+            "--hostname",
+            f"coordinator-{time.monotonic_ns()}@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=_worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.worker
+@pytest.mark.postgres
+def test_a_coordinator_killed_mid_run_is_replaced_and_the_run_finishes(
+    broker_ready, transactional_db, medical, settings
+):
+    """The coordinator runs in its own process (a thread cannot be killed); the sites in ours."""
+    require_postgres()
+    _purge(["coordinator"])
+    settings.MEDIA_ROOT = settings.VAR_DIR / "media"
+    first = _coordinator()
+    try:
+        with workers(site_queues(*SITES)):
+            run = launch(medical, rounds=12, round_deadline=20)
+            wait_for(
+                lambda: run.round_set.filter(status="succeeded").count() >= 3,
+                timeout=60,
+                what="three rounds",
+            )
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            run.refresh_from_db()
+            assert not run.is_finished
+            second = _coordinator()
+            try:
+                run = finished(run, timeout=90)
+            finally:
+                second.terminate()
+                second.wait(20)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    assert run.round_set.filter(status="succeeded").count() == 12
+    # Every round counted each site once, whatever was redelivered.
+    for round_ in run.round_set.all():
+        assert round_.sites.filter(status="contributed").count() == 3
+    assert AuditEvent.objects.filter(action="round.closed").count() == 12
+
+
+# --- The coordinator's services, with answers delivered by hand -----------------------------
+
+
+def _answer(run: TrainingRun, slug: str, number: int = 1) -> dict:
+    """What the site's worker would send: computed by the real site code on the real file."""
+    site = SiteRound.objects.select_related("institution", "dataset").get(
+        round__run=run, round__number=number, institution__slug=slug
+    )
+    params_text = encoding.to_text(runs.model_bytes(run.models.order_by("-round_number")[0]))
+    return site_round(runs._site_message(run, number, site, params_text))
+
+
+@pytest.fixture
+def started(db, medical) -> TrainingRun:
+    """A launched run with round 1 open (nothing is dispatched: no commit in these tests)."""
+    run = launch(medical, rounds=2, min_contributors=2)
+    runs.run_advance(run.pk)
+    return run
+
+
+def test_a_duplicate_delivery_counts_once(started):
+    answer = _answer(started, SITES[0])
+    runs.update_receive(answer)
+    runs.update_receive(answer)
+    round_ = started.round_set.get(number=1)
+    assert round_.sites.filter(status="contributed").count() == 1
+    assert round_.status == Round.Status.RUNNING
+
+    runs.update_receive(_answer(started, SITES[1]))
+    runs.update_receive(_answer(started, SITES[2]))
+    runs.update_receive(answer)  # late, after the round closed: ignored
+    round_.refresh_from_db()
+    assert round_.status == Round.Status.SUCCEEDED
+    assert round_.contributors == 3
+    assert started.round_set.filter(number=2, status="running").exists()
+
+
+TAMPERED = [
+    (lambda a: {**a, "params": "not base64 at all!"}, "malformed"),
+    (lambda a: {**a, "params": encoding.to_text(b"\x93NUMPY junk")}, "malformed"),
+    (
+        lambda a: {**a, "params": encoding.to_text(encoding.encode_params([np.zeros((2, 2))]))},
+        "count",
+    ),
+    (lambda a: {**a, "params": _with(a, lambda p: [p[0][:-1], p[1]])}, "shape"),
+    (lambda a: {**a, "params": _with(a, lambda p: [p[0] * np.nan, p[1]])}, "not_finite"),
+    (lambda a: {**a, "params": _with(a, lambda p: [p[0] + 1e6, p[1]])}, "norm"),
+    (lambda a: {**a, "params": "A" * 2_000_000}, "too_large"),
+    (lambda a: {**a, "sample_count": -3}, "bad_answer"),
+]
+
+
+def test_a_malformed_update_is_rejected_with_its_reason_and_the_round_goes_on(db, medical):
+    for tamper, code in TAMPERED:
+        run = launch(medical, rounds=2, min_contributors=2)
+        runs.run_advance(run.pk)
+        runs.update_receive(tamper(_answer(run, SITES[0])))
+        site = SiteRound.objects.get(round__run=run, institution__slug=SITES[0])
+        assert site.status == SiteRound.Status.REJECTED, code
+        assert site.reason_code == code
+        assert site.reason
+        assert AuditEvent.objects.filter(
+            action="round.update_rejected", payload__code=code, payload__run=run.number
+        ).exists()
+
+        runs.update_receive(_answer(run, SITES[1]))
+        runs.update_receive(_answer(run, SITES[2]))
+        round_ = run.round_set.get(number=1)
+        assert round_.status == Round.Status.SUCCEEDED, code
+        assert round_.contributors == 2
+
+
+def _with(answer: dict, change) -> str:
+    params = encoding.decode_params(encoding.from_text(answer["params"]))
+    return encoding.to_text(encoding.encode_params(change(params)))
+
+
+def test_a_site_refuses_a_file_that_differs_from_the_registered_one(started):
+    path = Path(settings.SITE_DATA_ROOT) / SITES[0] / BREAST_CANCER_FILE
+    path.write_text(path.read_text() + path.read_text().splitlines()[-1] + "\n")
+    answer = _answer(started, SITES[0])
+    assert answer["error"]["code"] == "hash_mismatch"
+    assert "params" not in answer
+    runs.update_receive(answer)
+    site = SiteRound.objects.get(round__run=started, institution__slug=SITES[0])
+    assert site.status == SiteRound.Status.REJECTED
+    assert "SHA-256" in site.reason
+
+
+def test_a_site_key_may_not_leave_the_site_folder(started):
+    site = SiteRound.objects.select_related("institution", "dataset").get(
+        round__run=started, round__number=1, institution__slug=SITES[0]
+    )
+    message = runs._site_message(started, 1, site, "")
+    message["site_key"] = "../taipei-north-hospital/breast_cancer.csv"
+    assert site_round(message)["error"]["code"] == "missing_file"
+
+
+def test_the_policy_is_asked_before_every_round(started):
+    for slug in SITES:
+        runs.update_receive(_answer(started, slug))
+    # Before round 2 opens, one steward revokes and the agreement lapses.
+    approval = AgreementApproval.objects.get(version=started.agreement, institution__slug=SITES[0])
+    approval.revoked_at = timezone.now()
+    approval.save()
+    type(started.agreement).objects.filter(pk=started.agreement.pk).update(
+        expires_on=timezone.localdate() - timezone.timedelta(days=1)
+    )
+    Round.objects.filter(run=started, number=2).delete()  # opened on receipt; ask again
+    runs.run_advance(started.pk)
+    started.refresh_from_db()
+    assert started.status == TrainingRun.Status.FAILED
+    assert any("expired" in reason for reason in started.reasons)
+    assert AuditEvent.objects.filter(action="run.refused").exists()
+
+
+def test_a_revoked_contributor_is_left_out_of_the_next_round(started):
+    for slug in SITES:
+        runs.update_receive(_answer(started, slug))
+    Round.objects.filter(run=started, number=2).delete()
+    approval = AgreementApproval.objects.get(version=started.agreement, institution__slug=SITES[0])
+    approval.revoked_at = timezone.now()
+    approval.save()
+    round_ = runs.run_advance(started.pk)
+    assert sorted(round_.sites.values_list("institution__slug", flat=True)) == SITES[1:]
+    assert [e["institution"] for e in round_.excluded] == [SITES[0]]
+
+
+def test_launch_is_refused_with_every_reason(db, medical):
+    with pytest.raises(ApplicationError) as refused:
+        launch(medical, model_family="mlp", min_contributors=2)
+    assert "does not permit the model family" in refused.value.message
+    assert refused.value.extra["reasons"]
+    assert not TrainingRun.objects.exists()
+
+
+def test_launch_checks_its_settings(db, medical):
+    with pytest.raises(ApplicationError) as refused:
+        launch(medical, rounds=0, learning_rate=-1.0, strategy="nonsense")
+    assert set(refused.value.extra["errors"]) >= {"rounds", "learning_rate", "strategy"}
+
+
+def test_only_researchers_of_contributing_institutions_launch(db, medical):
+    viewer = User.objects.get(username="metro-taipei-viewer")
+    with pytest.raises(PermissionDenied):
+        runs.run_launch(actor=viewer, problem=medical, config=runs.LaunchConfig())
+
+
+def test_the_same_configuration_gives_the_same_model_bit_for_bit(db, medical):
+    first = launch(medical, rounds=1)
+    second = launch(medical, rounds=1)
+    other = launch(medical, rounds=1, seed=7)
+    for run in (first, second, other):
+        runs.run_advance(run.pk)
+        for slug in SITES:
+            runs.update_receive(_answer(run, slug))
+    sha = [run.models.get(round_number=1).sha256 for run in (first, second, other)]
+    assert sha[0] == sha[1] != sha[2]
+
+
+def test_fedprox_sends_its_proximal_term_to_the_sites(db, medical):
+    run = launch(medical, rounds=1, strategy="fedprox", strategy_options={"mu": 0.5})
+    round_ = runs.run_advance(run.pk)
+    site = round_.sites.select_related("institution", "dataset").first()
+    assert runs._site_message(run, 1, site, "")["task"]["proximal_mu"] == 0.5
+    unchanged = dataclasses.replace(base_task(run), proximal_mu=0.5)
+    assert unchanged.proximal_mu == 0.5
