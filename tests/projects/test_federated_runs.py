@@ -5,6 +5,7 @@ workers read them exactly as a member's site worker would.
 """
 
 import dataclasses
+import io
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -473,3 +475,69 @@ def test_fedprox_sends_its_proximal_term_to_the_sites(db, medical):
     assert runs._site_message(run, 1, site, "")["task"]["proximal_mu"] == 0.5
     unchanged = dataclasses.replace(base_task(run), proximal_mu=0.5)
     assert unchanged.proximal_mu == 0.5
+
+
+# --- The command line -------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_launch_run_prints_each_round_and_the_final_model_hash(
+    broker_ready, transactional_db, medical
+):
+    out = io.StringIO()
+    with workers(["coordinator", *site_queues(*SITES)]):
+        call_command(
+            "launch_run",
+            "--problem",
+            medical.slug,
+            "--rounds",
+            "3",
+            "--seed",
+            "5",
+            "--wait",
+            stdout=out,
+        )
+    run = TrainingRun.objects.get()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith(f"Launched run 1 of {medical.slug} as {RESEARCHER}")
+    assert [line.split(":")[0] for line in lines[1:4]] == [
+        "Round 1/3 succeeded",
+        "Round 2/3 succeeded",
+        "Round 3/3 succeeded",
+    ]
+    assert "3 contributors, accuracy 0." in lines[3]
+    assert lines[4] == f"Final model SHA-256: {run.models.get(round_number=3).sha256}"
+    assert run.seed == 5
+
+
+@pytest.mark.worker
+def test_launch_run_exits_non_zero_when_the_run_fails(broker_ready, transactional_db, medical):
+    with workers(["coordinator"]), pytest.raises(CommandError, match="failed"):
+        call_command(
+            "launch_run",
+            "--problem",
+            medical.slug,
+            "--rounds",
+            "2",
+            "--deadline",
+            "5",
+            "--wait",
+            stdout=io.StringIO(),
+        )
+    _purge(site_queues(*SITES))
+
+
+def test_cancel_run_from_the_command_line(db, medical):
+    run = launch(medical, rounds=2)
+    out = io.StringIO()
+    call_command("cancel_run", "--problem", medical.slug, "--run", str(run.number), stdout=out)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.cancelled_by.username == RESEARCHER
+    with pytest.raises(CommandError, match="already finished"):
+        call_command("cancel_run", "--problem", medical.slug, "--run", str(run.number))
+
+
+def test_launch_run_refuses_an_unknown_problem(db):
+    with pytest.raises(CommandError, match="no problem"):
+        call_command("launch_run", "--problem", "nothing-here")
