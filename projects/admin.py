@@ -11,24 +11,30 @@ calls a service.
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from portal.common.errors import ApplicationError
 from projects.models import (
     AgreementApproval,
     AgreementVersion,
     Dataset,
     ModelFamily,
+    ModelVersion,
     Participation,
     Problem,
     ProblemComment,
     ProblemRevision,
     Ratification,
+    Round,
+    TrainingRun,
 )
 from projects.schema import format_number
+from projects.services.runs import run_cancel
 
 READ_ONLY_NOTE = _(
     "Read-only: these records change only through the member portal and the API, where each "
@@ -490,3 +496,53 @@ class AgreementApprovalAdmin(ReadOnlyAdmin):
         "revoked_by",
         "revoke_reason",
     ]
+
+
+class RoundInline(ReadOnlyTabularInline):
+    model = Round
+    fields = ["number", "status", "contributors", "metrics", "started_at", "closed_at", "reason"]
+    show_change_link = False
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "problem",
+        "number",
+        "status",
+        "model_family",
+        "strategy",
+        "rounds",
+        "institution",
+        "launched_by",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "strategy", "model_family"]
+    search_fields = ["problem__title", "problem__slug", "institution__name"]
+    list_select_related = ["problem", "institution", "launched_by"]
+    exclude = ["strategy_state"]
+    inlines = [RoundInline]
+    actions = ["cancel_runs"]
+
+    @admin.action(description=_("Cancel the selected runs"))
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        cancelled = refused = 0
+        for run in queryset:
+            try:
+                run_cancel(actor=request.user, run=run)
+                cancelled += 1
+            except (ApplicationError, PermissionDenied):
+                refused += 1
+        self.message_user(
+            request,
+            _("Cancelled %(done)s runs; %(refused)s had already finished or may not be cancelled.")
+            % {"done": cancelled, "refused": refused},
+        )
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["run", "round_number", "sha256", "size", "created_at"]
+    search_fields = ["sha256", "run__problem__slug"]
+    list_select_related = ["run__problem"]

@@ -541,3 +541,19 @@ def test_cancel_run_from_the_command_line(db, medical):
 def test_launch_run_refuses_an_unknown_problem(db):
     with pytest.raises(CommandError, match="no problem"):
         call_command("launch_run", "--problem", "nothing-here")
+
+
+def test_staff_cancel_runs_from_the_console(db, medical, client):
+    run = launch(medical, rounds=2)
+    staff = User.objects.get(username="staff")
+    client.force_login(staff)
+    listing = client.get("/admin/projects/trainingrun/")
+    assert listing.status_code == 200
+    assert f"{medical} run {run.number}".encode() in listing.content or b"run 1" in listing.content
+    client.post(
+        "/admin/projects/trainingrun/",
+        {"action": "cancel_runs", "_selected_action": [run.pk]},
+    )
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert AuditEvent.objects.get(action="run.cancelled").actor == staff
