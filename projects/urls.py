@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import views
+from projects import run_views, views
 
 urlpatterns = [
     path("inbox/", views.inbox, name="inbox"),
@@ -49,5 +49,19 @@ urlpatterns = [
         "problems/<slug:slug>/agreement/v<int:number>/<str:action>/",
         views.agreement_action,
         name="agreement-action",
+    ),
+    path("problems/<slug:slug>/runs/", run_views.run_list, name="run-list"),
+    path("problems/<slug:slug>/runs/new/", run_views.run_launch_page, name="run-launch"),
+    path("problems/<slug:slug>/runs/<int:number>/", run_views.run_detail, name="run"),
+    path("problems/<slug:slug>/runs/<int:number>/live/", run_views.run_live, name="run-live"),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/cancel/",
+        run_views.run_cancel_view,
+        name="run-cancel",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/download/",
+        run_views.model_download,
+        name="model-download",
     ),
 ]

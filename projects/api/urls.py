@@ -6,6 +6,7 @@ participants by their institution's slug.
 
 from django.urls import path
 
+from projects.api import runs as run_api
 from projects.api import views
 
 problems = views.ProblemViewSet
@@ -13,6 +14,7 @@ revisions = views.RevisionViewSet
 participants = views.ParticipantViewSet
 datasets = views.DatasetViewSet
 agreements = views.AgreementViewSet
+runs = run_api.RunViewSet
 
 P = "problems/<slug:slug>/"
 
@@ -115,5 +117,27 @@ urlpatterns = [
         f"{P}agreement/versions/<int:number>/revoke/",
         agreements.as_view({"post": "revoke"}),
         name="problem-agreement-revoke",
+    ),
+    path(f"{P}runs/", runs.as_view({"get": "list", "post": "create"}), name="run-list"),
+    path(f"{P}runs/<int:number>/", runs.as_view({"get": "retrieve"}), name="run-detail"),
+    path(
+        f"{P}runs/<int:number>/cancel/",
+        runs.as_view({"post": "cancel"}),
+        name="run-cancel",
+    ),
+    path(
+        f"{P}runs/<int:number>/rounds/",
+        runs.as_view({"get": "rounds"}),
+        name="run-rounds",
+    ),
+    path(
+        f"{P}runs/<int:number>/models/",
+        runs.as_view({"get": "models"}),
+        name="run-models",
+    ),
+    path(
+        f"{P}runs/<int:number>/models/<int:round_number>/download/",
+        runs.as_view({"get": "download"}),
+        name="run-model-download",
     ),
 ]

@@ -101,7 +101,7 @@ class TrainingRun(models.Model):
         return f"{self.problem} run {self.number}"
 
     def get_absolute_url(self) -> str:
-        return reverse("projects:run", args=[self.problem.slug, self.number])
+        return reverse("run", args=[self.problem.slug, self.number])
 
     @property
     def is_finished(self) -> bool:

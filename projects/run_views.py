@@ -1,0 +1,453 @@
+"""Pages of federated training runs: the list, the launch form, a run live, cancel, download.
+
+Like the other pages they parse, fetch through ``access_problem``, call one service and render.
+A run page works without JavaScript (a reload shows the current state); with it, the part that
+changes while the run trains is fetched again every two seconds from the ``run-live`` page.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, JSONField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from portal.common.errors import ApplicationError, error_text
+from portal.common.pages import REFUSALS, attempt
+from projects.models import (
+    AgreementVersion,
+    DownloadScope,
+    ModelFamily,
+    Problem,
+    Round,
+    SiteRound,
+    Strategy,
+    TrainingRun,
+)
+from projects.permissions import access_problem
+from projects.services.runs import (
+    DEFAULTS,
+    LaunchConfig,
+    can_cancel,
+    can_launch,
+    may_download,
+    model_bytes,
+    run_cancel,
+    run_launch,
+)
+
+# The one option of each strategy the form offers, by the name the engine knows it by.
+STRATEGY_OPTION = {
+    Strategy.FEDPROX: "mu",
+    Strategy.TRIMMED_MEAN: "beta",
+    Strategy.FEDADAM: "eta",
+}
+
+METRIC_LABELS = {
+    "accuracy": gettext_lazy("Accuracy"),
+    "loss": gettext_lazy("Loss"),
+    "r2": gettext_lazy("R²"),
+    "mse": gettext_lazy("Mean squared error"),
+    "mae": gettext_lazy("Mean absolute error"),
+}
+
+TIMING_LABELS = {
+    "dispatch": gettext_lazy("dispatch"),
+    "queue_wait": gettext_lazy("queue"),
+    "site_compute": gettext_lazy("site training"),
+    "collection": gettext_lazy("collection"),
+    "aggregation": gettext_lazy("aggregation"),
+    "persistence": gettext_lazy("storage"),
+}
+
+
+def metric_keys(run: TrainingRun) -> list[str]:
+    """The metrics a run's rounds are shown with: what its task's sites report first."""
+    if (run.spec or {}).get("task") == "regression":
+        return ["r2", "loss"]
+    return ["accuracy", "loss"]
+
+
+def main_metric(run: TrainingRun, metrics: dict[str, Any] | None) -> tuple[str, float] | None:
+    for key in metric_keys(run):
+        value = (metrics or {}).get(key)
+        if isinstance(value, int | float):
+            return str(METRIC_LABELS[key]), float(value)
+    return None
+
+
+def problem_run(problem: Problem, number: int) -> TrainingRun:
+    """Run ``number`` of a problem the caller already may see, or 404."""
+    run = (
+        problem.runs.select_related("agreement", "launched_by", "institution", "cancelled_by")
+        .filter(number=number)
+        .first()
+    )
+    if run is None:
+        raise Http404(_("This problem has no run %(n)s.") % {"n": number})
+    run.problem = problem
+    return run
+
+
+def run_url(run: TrainingRun) -> str:
+    return reverse("run", args=[run.problem.slug, run.number])
+
+
+def _launch_stage_reached(problem: Problem) -> bool:
+    # Later stages (training, certified, released) are still data-ready: another run may start.
+    stages = Problem.Stage.values
+    return stages.index(problem.stage) >= stages.index(Problem.Stage.DATA_READY)
+
+
+def _effective_agreement(problem: Problem) -> AgreementVersion | None:
+    return problem.agreements.filter(status=AgreementVersion.Status.EFFECTIVE).first()
+
+
+def launch_refusals(user: Any, problem: Problem) -> list[str]:
+    """Why this person may not launch a run on this problem now; empty when they may."""
+    reasons = []
+    if not can_launch(user, problem):
+        reasons.append(
+            _(
+                "Only researchers and admins of an institution that contributes to this problem "
+                "launch runs."
+            )
+        )
+    if not _launch_stage_reached(problem):
+        reasons.append(
+            _(
+                "Runs start once the problem is data ready: ratified, with datasets registered "
+                "and a data-use agreement in effect. It is at the stage “%(stage)s” now."
+            )
+            % {"stage": problem.get_stage_display()}
+        )
+    return reasons
+
+
+# --- The list -------------------------------------------------------------------------------------
+
+
+def runs_with_progress(problem: Problem) -> QuerySet[TrainingRun]:
+    """The problem's runs, newest first, each with ``rounds_done`` and the ``last_metrics`` of
+    its latest successful round, in one query whatever the number of rounds."""
+    last_metrics = (
+        Round.objects.filter(run=OuterRef("pk"), status=Round.Status.SUCCEEDED)
+        .order_by("-number")
+        .values("metrics")[:1]
+    )
+    return (
+        problem.runs.select_related("launched_by", "institution", "agreement")
+        .annotate(
+            rounds_done=Count("round_set", filter=Q(round_set__status=Round.Status.SUCCEEDED)),
+            last_metrics=Subquery(last_metrics, output_field=JSONField()),
+        )
+        .order_by("-number")
+    )
+
+
+@login_required
+def run_list(request: HttpRequest, slug: str) -> HttpResponse:
+    problem = access_problem(request.user, slug)
+    runs = runs_with_progress(problem)
+    page = Paginator(runs, 25).get_page(request.GET.get("page"))
+    rows = []
+    for run in page.object_list:
+        run.problem = problem
+        rows.append((run, main_metric(run, run.last_metrics)))
+    return render(
+        request,
+        "projects/run_list.html",
+        {
+            "problem": problem,
+            "page": page,
+            "rows": rows,
+            "can_launch": not launch_refusals(request.user, problem),
+        },
+    )
+
+
+# --- Launching ------------------------------------------------------------------------------------
+
+
+class RunLaunchForm(forms.Form):
+    """What a researcher chooses; ranges and agreement terms are the service's to check."""
+
+    model_family = forms.ChoiceField(label=gettext_lazy("Model family"))
+    strategy = forms.ChoiceField(
+        label=gettext_lazy("Aggregation strategy"), choices=Strategy.choices
+    )
+    mu = forms.FloatField(
+        label=gettext_lazy("FedProx: proximal term μ"),
+        required=False,
+        help_text=gettext_lazy("Only for FedProx; empty: 0.01."),
+    )
+    beta = forms.FloatField(
+        label=gettext_lazy("Trimmed mean: fraction trimmed from each end β"),
+        required=False,
+        help_text=gettext_lazy("Only for the trimmed mean; at least 0 and below 0.5; empty: 0.1."),
+    )
+    eta = forms.FloatField(
+        label=gettext_lazy("FedAdam: server learning rate η"),
+        required=False,
+        help_text=gettext_lazy("Only for FedAdam; more than zero; empty: 0.1."),
+    )
+    rounds = forms.IntegerField(label=gettext_lazy("Rounds"))
+    local_epochs = forms.IntegerField(
+        label=gettext_lazy("Local epochs"),
+        help_text=gettext_lazy("Passes over its own data each site makes in every round."),
+    )
+    batch_size = forms.IntegerField(label=gettext_lazy("Batch size"))
+    learning_rate = forms.FloatField(label=gettext_lazy("Learning rate"))
+    min_contributors = forms.IntegerField(
+        label=gettext_lazy("Minimum contributions per round"),
+        required=False,
+        help_text=gettext_lazy(
+            "A round with fewer contributions fails the run. Empty: what the agreement requires."
+        ),
+    )
+    round_deadline = forms.IntegerField(
+        label=gettext_lazy("Round deadline (seconds)"),
+        help_text=gettext_lazy("Sites that have not answered by then are dropped from the round."),
+    )
+    seed = forms.IntegerField(
+        label=gettext_lazy("Seed"),
+        help_text=gettext_lazy("The same seed and data give the same model, bit for bit."),
+    )
+
+    def __init__(self, *args: Any, agreement: AgreementVersion | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        permitted = agreement.model_families if agreement is not None else ModelFamily.values
+        self.fields["model_family"].choices = [
+            (value, label) for value, label in ModelFamily.choices if value in permitted
+        ]
+        self.fields["min_contributors"].widget.attrs["placeholder"] = str(
+            agreement.min_contributors if agreement is not None else 2
+        )
+
+    def config(self) -> LaunchConfig:
+        data = self.cleaned_data
+        option = STRATEGY_OPTION.get(data["strategy"])
+        options = {option: data[option]} if option and data.get(option) is not None else {}
+        return LaunchConfig(
+            model_family=data["model_family"],
+            strategy=data["strategy"],
+            strategy_options=options,
+            rounds=data["rounds"],
+            local_epochs=data["local_epochs"],
+            batch_size=data["batch_size"],
+            learning_rate=data["learning_rate"],
+            min_contributors=data["min_contributors"],
+            round_deadline=data["round_deadline"],
+            seed=data["seed"],
+        )
+
+    def add_service_errors(self, errors: dict[str, str], strategy: str) -> None:
+        for name, message in errors.items():
+            if name == "strategy_options":
+                name = STRATEGY_OPTION.get(strategy, "strategy")
+            self.add_error(name if name in self.fields else None, message)
+
+
+def _launch_initial(agreement: AgreementVersion | None) -> dict[str, Any]:
+    initial = {k: v for k, v in DEFAULTS.items() if k in RunLaunchForm.base_fields}
+    families = agreement.model_families if agreement is not None else []
+    initial["model_family"] = (
+        ModelFamily.LOGISTIC_REGRESSION
+        if ModelFamily.LOGISTIC_REGRESSION in families or not families
+        else families[0]
+    )
+    return initial
+
+
+@login_required
+def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
+    problem = access_problem(request.user, slug)
+    refusals = launch_refusals(request.user, problem)
+    context: dict[str, Any] = {"problem": problem, "refusals": refusals}
+    if refusals:
+        # A clear page saying why, rather than a bare 403: the person came here from a link.
+        return render(request, "projects/run_launch.html", context, status=403)
+    agreement = _effective_agreement(problem)
+    form = RunLaunchForm(
+        request.POST or None, agreement=agreement, initial=_launch_initial(agreement)
+    )
+    reasons: list[str] = []
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = run_launch(actor=request.user, problem=problem, config=form.config())
+        except ApplicationError as exc:
+            if "errors" in exc.extra:
+                form.add_service_errors(exc.extra["errors"], form.cleaned_data["strategy"])
+            elif "reasons" in exc.extra:
+                reasons = [str(r) for r in exc.extra["reasons"]]
+            else:
+                form.add_error(None, error_text(exc))
+        except REFUSALS as exc:
+            form.add_error(None, error_text(exc))
+        else:
+            messages.success(
+                request,
+                _(
+                    "Run %(n)s is launched: its first round goes to every contributing site. "
+                    "This page follows it live."
+                )
+                % {"n": run.number},
+            )
+            run.problem = problem
+            return redirect(run_url(run))
+    context.update(
+        {
+            "form": form,
+            "reasons": reasons,
+            "agreement": agreement,
+            "option_fields": [form[name] for name in ("mu", "beta", "eta")],
+            "main_fields": [
+                form[name]
+                for name in form.fields
+                if name not in ("model_family", "strategy", "mu", "beta", "eta")
+            ],
+        }
+    )
+    return render(request, "projects/run_launch.html", context)
+
+
+# --- One run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundRow:
+    round: Round
+    metrics: list[tuple[str, float | None]]
+    sites: list[SiteRound]
+    timings: list[tuple[str, float]]
+    duration: float | None
+
+
+def _round_rows(run: TrainingRun) -> list[RoundRow]:
+    rounds = run.round_set.prefetch_related(
+        Prefetch(
+            "sites",
+            queryset=SiteRound.objects.select_related("institution").order_by("institution__name"),
+        )
+    ).order_by("number")
+    keys = metric_keys(run)
+    rows = []
+    for round_ in rounds:
+        timings = [
+            (str(label), float(round_.timings[key]))
+            for key, label in TIMING_LABELS.items()
+            if isinstance(round_.timings.get(key), int | float)
+        ]
+        duration = (
+            (round_.closed_at - round_.started_at).total_seconds() if round_.closed_at else None
+        )
+        rows.append(
+            RoundRow(
+                round=round_,
+                metrics=[(key, round_.metrics.get(key)) for key in keys],
+                sites=list(round_.sites.all()),
+                timings=timings,
+                duration=duration,
+            )
+        )
+    return rows
+
+
+def _live_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
+    keys = metric_keys(run)
+    allowed = may_download(request.user, run)
+    rows = _round_rows(run)
+    return {
+        "problem": run.problem,
+        "run": run,
+        "rows": rows,
+        "done": sum(1 for row in rows if row.round.status == Round.Status.SUCCEEDED),
+        "metric_labels": [str(METRIC_LABELS[k]) for k in keys],
+        "models": list(run.models.order_by("round_number")),
+        "may_download": allowed,
+        "download_refusal": None if allowed else download_refusal(run),
+    }
+
+
+@login_required
+def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    problem = access_problem(request.user, slug)
+    run = problem_run(problem, number)
+    context = _live_context(request, run)
+    context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
+    return render(request, "projects/run_detail.html", context)
+
+
+@login_required
+def run_live(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """The part of the run page that changes while it trains, for the page's poller."""
+    problem = access_problem(request.user, slug)
+    response = render(
+        request, "projects/run_live.html", _live_context(request, problem_run(problem, number))
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def run_cancel_view(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    problem = access_problem(request.user, slug)
+    run = problem_run(problem, number)
+    attempt(
+        request,
+        lambda: run_cancel(actor=request.user, run=run),
+        _("Run %(n)s is cancelled; answers still on their way are ignored.") % {"n": number},
+    )
+    return redirect(run_url(run))
+
+
+# --- Downloads ------------------------------------------------------------------------------------
+
+
+def download_refusal(run: TrainingRun) -> str:
+    """Why the run's agreement keeps its models from this person, in the agreement's terms."""
+    scope = run.agreement.download_scope
+    if scope == DownloadScope.MEMBERS:
+        return _(
+            "Agreement version %(n)s lets only people of admitted alliance members download "
+            "this run's models."
+        ) % {"n": run.agreement.number}
+    return _(
+        "Agreement version %(n)s lets only people of the institutions taking part in this "
+        "problem download this run's models."
+    ) % {"n": run.agreement.number}
+
+
+def model_file_response(user: Any, run: TrainingRun, round_number: int) -> HttpResponse:
+    """A model version's ``.npy`` file as an attachment with its SHA-256, for the page and the
+    API alike; PermissionDenied with the agreement's reason when the person may not have it."""
+    if not may_download(user, run):
+        raise PermissionDenied(download_refusal(run))
+    model = run.models.filter(round_number=round_number).first()
+    if model is None:
+        raise Http404(
+            _("Run %(n)s has no model after round %(r)s.") % {"n": run.number, "r": round_number}
+        )
+    model.run = run
+    response = HttpResponse(model_bytes(model), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(True, model.download_name)
+    response["X-Content-SHA256"] = model.sha256
+    return response
+
+
+def model_download(request: HttpRequest, slug: str, number: int, round_number: int) -> HttpResponse:
+    """No login needed when the agreement makes models public, but the problem itself must
+    still be visible to the person."""
+    problem = access_problem(request.user, slug)
+    return model_file_response(request.user, problem_run(problem, number), round_number)
