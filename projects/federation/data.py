@@ -60,12 +60,12 @@ def load_csv(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Features (float64, in the order given) and raw label strings from a CSV file.
 
-    The first row names the columns; other columns are ignored. Line numbers in errors count
-    the header as line 1.
+    The first non-blank row names the columns; other columns are ignored. Line numbers in
+    errors count from the first line of the file.
     """
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
         if header is None:
             raise DataError("empty", {}, "The file is empty.")
         position: dict[str, int] = {}
@@ -83,7 +83,8 @@ def load_csv(
         label_column = position[label] if label is not None else None
         rows: list[list[float]] = []
         labels: list[str] = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue  # blank lines, as spreadsheets leave at the end
             cells = [row[c].strip() if c < len(row) else "" for c in columns]

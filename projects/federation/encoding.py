@@ -35,7 +35,7 @@ def encode_params(params: list[np.ndarray]) -> bytes:
     """The arrays as one ``.npy`` record after another (C order, their own dtype)."""
     buffer = io.BytesIO()
     for array in params:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         if array.dtype.hasobject or array.dtype.kind not in NUMERIC_KINDS:
             raise EncodingError(
                 "malformed",

@@ -56,8 +56,12 @@ class TrainingDiverged(ValueError):
 class ModelFamily(Protocol):
     """What the coordinator and the sites need from a model family."""
 
-    name: str
-    task: str  # "classification" or "regression"
+    # Read-only properties, so that frozen dataclasses and plain attributes both qualify.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...  # "classification" or "regression"
 
     def init(self, n_features: int, n_outputs: int, rng: np.random.Generator) -> Params: ...
 

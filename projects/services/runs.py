@@ -52,13 +52,16 @@ LAUNCH_ROLES = (Role.RESEARCHER, Role.ADMIN)
 # Defaults a launch form starts from; the demo problem learns well with them.
 DEFAULTS: dict[str, Any] = {
     "rounds": 10,
-    "local_epochs": 5,
+    "local_epochs": 10,
     "batch_size": 32,
     "learning_rate": 0.5,
     "round_deadline": 120,
     "seed": 42,
     "strategy": Strategy.FEDAVG,
 }
+# A little L2 keeps the demo's logistic regression from landing a row either side of the
+# central model by the luck of its last step.
+DEFAULT_FAMILY_OPTIONS: dict[str, dict[str, Any]] = {ModelFamily.LOGISTIC_REGRESSION: {"l2": 0.003}}
 LIMITS: dict[str, tuple[float, float]] = {
     "rounds": (1, 500),
     "local_epochs": (1, 100),
@@ -255,7 +258,9 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             )
         datasets = [c.dataset for c in decision.contributors]
         spec = _learning_spec(problem, datasets, config.model_family)
-        family_options = dict(config.family_options)
+        family_options = dict(
+            config.family_options or DEFAULT_FAMILY_OPTIONS.get(config.model_family, {})
+        )
         if config.model_family == ModelFamily.MLP:
             family_options.setdefault("task", spec["task"])
         n_outputs = len(spec["classes"]) if spec["classes"] else 1
