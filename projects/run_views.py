@@ -11,22 +11,20 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, JSONField, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from portal.common.errors import ApplicationError, error_text
 from portal.common.pages import REFUSALS, attempt
+from projects.downloads import model_file_response
 from projects.models import (
     AgreementVersion,
-    DownloadScope,
     ModelFamily,
     Problem,
     Round,
@@ -35,13 +33,14 @@ from projects.models import (
     TrainingRun,
 )
 from projects.permissions import access_problem
+from projects.selectors import problem_run, runs_with_progress
 from projects.services.runs import (
     DEFAULTS,
     LaunchConfig,
     can_cancel,
     can_launch,
+    download_refusal,
     may_download,
-    model_bytes,
     run_cancel,
     run_launch,
 )
@@ -86,19 +85,6 @@ def main_metric(run: TrainingRun, metrics: dict[str, Any] | None) -> tuple[str, 
     return None
 
 
-def problem_run(problem: Problem, number: int) -> TrainingRun:
-    """Run ``number`` of a problem the caller already may see, or 404."""
-    run = (
-        problem.runs.select_related("agreement", "launched_by", "institution", "cancelled_by")
-        .filter(number=number)
-        .first()
-    )
-    if run is None:
-        raise Http404(_("This problem has no run %(n)s.") % {"n": number})
-    run.problem = problem
-    return run
-
-
 def run_url(run: TrainingRun) -> str:
     return reverse("run", args=[run.problem.slug, run.number])
 
@@ -135,24 +121,6 @@ def launch_refusals(user: Any, problem: Problem) -> list[str]:
 
 
 # --- The list -------------------------------------------------------------------------------------
-
-
-def runs_with_progress(problem: Problem) -> QuerySet[TrainingRun]:
-    """The problem's runs, newest first, each with ``rounds_done`` and the ``last_metrics`` of
-    its latest successful round, in one query whatever the number of rounds."""
-    last_metrics = (
-        Round.objects.filter(run=OuterRef("pk"), status=Round.Status.SUCCEEDED)
-        .order_by("-number")
-        .values("metrics")[:1]
-    )
-    return (
-        problem.runs.select_related("launched_by", "institution", "agreement")
-        .annotate(
-            rounds_done=Count("round_set", filter=Q(round_set__status=Round.Status.SUCCEEDED)),
-            last_metrics=Subquery(last_metrics, output_field=JSONField()),
-        )
-        .order_by("-number")
-    )
 
 
 @login_required
@@ -413,37 +381,6 @@ def run_cancel_view(request: HttpRequest, slug: str, number: int) -> HttpRespons
 
 
 # --- Downloads ------------------------------------------------------------------------------------
-
-
-def download_refusal(run: TrainingRun) -> str:
-    """Why the run's agreement keeps its models from this person, in the agreement's terms."""
-    scope = run.agreement.download_scope
-    if scope == DownloadScope.MEMBERS:
-        return _(
-            "Agreement version %(n)s lets only people of admitted alliance members download "
-            "this run's models."
-        ) % {"n": run.agreement.number}
-    return _(
-        "Agreement version %(n)s lets only people of the institutions taking part in this "
-        "problem download this run's models."
-    ) % {"n": run.agreement.number}
-
-
-def model_file_response(user: Any, run: TrainingRun, round_number: int) -> HttpResponse:
-    """A model version's ``.npy`` file as an attachment with its SHA-256, for the page and the
-    API alike; PermissionDenied with the agreement's reason when the person may not have it."""
-    if not may_download(user, run):
-        raise PermissionDenied(download_refusal(run))
-    model = run.models.filter(round_number=round_number).first()
-    if model is None:
-        raise Http404(
-            _("Run %(n)s has no model after round %(r)s.") % {"n": run.number, "r": round_number}
-        )
-    model.run = run
-    response = HttpResponse(model_bytes(model), content_type="application/octet-stream")
-    response["Content-Disposition"] = content_disposition_header(True, model.download_name)
-    response["X-Content-SHA256"] = model.sha256
-    return response
 
 
 def model_download(request: HttpRequest, slug: str, number: int, round_number: int) -> HttpResponse:

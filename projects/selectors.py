@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, F, OuterRef, Prefetch, QuerySet
+from django.db.models import Count, Exists, F, JSONField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
@@ -19,6 +20,8 @@ from projects.models import (
     ProblemComment,
     ProblemRevision,
     Ratification,
+    Round,
+    TrainingRun,
 )
 from projects.permissions import problem_visible_to
 
@@ -216,3 +219,37 @@ def inbox_for(actor: User) -> list[InboxItem]:
             )
     items.sort(key=lambda item: item.since, reverse=True)
     return items
+
+
+# --- Runs ----------------------------------------------------------------------------------
+
+
+def problem_run(problem: Problem, number: int) -> TrainingRun:
+    """Run ``number`` of a problem the caller already may see, or 404."""
+    run = (
+        problem.runs.select_related("agreement", "launched_by", "institution", "cancelled_by")
+        .filter(number=number)
+        .first()
+    )
+    if run is None:
+        raise Http404(_("This problem has no run %(n)s.") % {"n": number})
+    run.problem = problem
+    return run
+
+
+def runs_with_progress(problem: Problem) -> QuerySet[TrainingRun]:
+    """The problem's runs, newest first, each with ``rounds_done`` and the ``last_metrics`` of
+    its latest successful round, in one query whatever the number of rounds."""
+    last_metrics = (
+        Round.objects.filter(run=OuterRef("pk"), status=Round.Status.SUCCEEDED)
+        .order_by("-number")
+        .values("metrics")[:1]
+    )
+    return (
+        problem.runs.select_related("launched_by", "institution", "agreement")
+        .annotate(
+            rounds_done=Count("round_set", filter=Q(round_set__status=Round.Status.SUCCEEDED)),
+            last_metrics=Subquery(last_metrics, output_field=JSONField()),
+        )
+        .order_by("-number")
+    )

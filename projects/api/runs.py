@@ -20,17 +20,14 @@ from rest_framework.reverse import reverse
 
 from portal.common.errors import ApplicationError
 from projects.api.serializers import NamedChoiceField, model_family_field
+from projects.downloads import model_file_response
 from projects.models import ModelVersion, Round, SiteRound, Strategy, TrainingRun
 from projects.permissions import access_problem
-from projects.run_views import (
-    download_refusal,
-    model_file_response,
-    problem_run,
-    runs_with_progress,
-)
+from projects.selectors import problem_run, runs_with_progress
 from projects.services.runs import (
     DEFAULTS,
     LaunchConfig,
+    download_refusal,
     may_download,
     run_cancel,
     run_launch,

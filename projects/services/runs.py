@@ -143,8 +143,10 @@ def _learning_spec(problem: Problem, datasets: list[Any], family: str) -> dict[s
         )
     if family == ModelFamily.LOGISTIC_REGRESSION and not classification:
         raise ApplicationError(
-            _("Logistic regression classifies; this problem is a regression. Choose linear ")
-            + _("regression or a multilayer perceptron.")
+            _(
+                "Logistic regression classifies; this problem is a regression. Choose linear "
+                "regression or a multilayer perceptron."
+            )
         )
     return {
         "features": features,
@@ -928,6 +930,20 @@ def may_download(actor: AbstractBaseUser | None, run: TrainingRun) -> bool:
     ).exists()
 
 
+def download_refusal(run: TrainingRun) -> str:
+    """Why the run's agreement keeps its models from this person, in the agreement's terms."""
+    scope = run.agreement.download_scope
+    if scope == "members":
+        return _(
+            "Agreement version %(n)s lets only people of admitted alliance members download "
+            "this run's models."
+        ) % {"n": run.agreement.number}
+    return _(
+        "Agreement version %(n)s lets only people of the institutions taking part in this "
+        "problem download this run's models."
+    ) % {"n": run.agreement.number}
+
+
 def model_bytes(model: ModelVersion) -> bytes:
     """The stored parameters of a model version, checked against its SHA-256."""
     return _model_bytes(model)
@@ -942,6 +958,7 @@ __all__ = [
     "LaunchConfig",
     "can_cancel",
     "can_launch",
+    "download_refusal",
     "launch_errors",
     "may_download",
     "model_bytes",
