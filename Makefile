@@ -7,7 +7,7 @@ PORT ?= 8000
 export PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint format worker migrate seed verify-audit clean
+.PHONY: help demo test lint format worker migrate seed verify-audit bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ format: $(VENV)/.dev ## Fix what ruff can fix
 	$(BIN)/ruff format .
 
 worker: $(VENV)/.runtime ## A coordinator Celery worker on the configured broker
-	$(BIN)/celery -A portal worker --loglevel INFO --queues coordinator --concurrency 1
+	$(BIN)/celery -A portal worker --loglevel INFO --queues coordinator --pool solo
 
 migrate: $(VENV)/.runtime ## Apply migrations
 	$(BIN)/python manage.py migrate
@@ -54,6 +54,9 @@ seed: migrate ## Seed the demo alliance (idempotent)
 
 verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 	$(BIN)/python manage.py verify_audit
+
+bench: $(VENV)/.runtime ## Time 20 federated rounds through the configured broker and workers
+	$(BIN)/python bench/federation.py
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

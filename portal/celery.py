@@ -3,6 +3,10 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# "filesystem://" (the embedded default) takes the transport that writes messages atomically.
+TRANSPORT_ALIASES["filesystem"] = "portal.common.broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

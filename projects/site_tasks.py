@@ -39,6 +39,7 @@ def _reply(message: dict, **fields: Any) -> dict:
         "run": message.get("run"),
         "round": message.get("round"),
         "site": message.get("site"),
+        "sent_at": message.get("sent_at"),
         **fields,
         "replied_at": time.time(),
     }

@@ -34,7 +34,6 @@ from numbers import Integral
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
 
 Params = list[np.ndarray]
 
@@ -312,6 +311,9 @@ class _NumpyFamily:
                 "mae": float(np.mean(np.abs(residual))),
                 "r2": r2,
             }
+        # Imported here: scikit-learn's metrics weigh ~90 MB, and only a site's worker evaluates.
+        from sklearn.metrics import f1_score, roc_auc_score
+
         proba = self.predict_proba(params, X)
         n_classes = proba.shape[1]
         predicted = np.argmax(proba, axis=1) if n_classes > 2 else (z[:, 0] > 0).astype(np.int64)

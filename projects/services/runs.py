@@ -220,6 +220,9 @@ def _store_model(run: TrainingRun, round_number: int, blob: bytes, metrics: dict
     # Content-addressed: the same parameters are one file, whichever run produced them.
     if not default_storage.exists(name):
         name = default_storage.save(name, ContentFile(blob))
+    _PARAMS_CACHE[sha] = blob
+    # Only once committed: a rolled-back round must not leave its model in the map.
+    transaction.on_commit(lambda: _MODEL_SHA.__setitem__((run.pk, round_number), sha))
     return ModelVersion.objects.create(
         run=run,
         round_number=round_number,
@@ -325,11 +328,10 @@ def _send_advance(run_id: int) -> None:
 # --- Rounds ----------------------------------------------------------------------------------
 
 
-def _current_model(run: TrainingRun) -> ModelVersion:
-    return run.models.order_by("-round_number").first()
-
-
 _PARAMS_CACHE: dict[str, bytes] = {}
+# (run id, round number) -> SHA-256 of the model after that round: a stored model never changes,
+# so the coordinator need not ask the database again for the model a round started from.
+_MODEL_SHA: dict[tuple[int, int], str] = {}
 
 
 def _model_bytes(model: ModelVersion) -> bytes:
@@ -343,6 +345,20 @@ def _model_bytes(model: ModelVersion) -> bytes:
         if len(_PARAMS_CACHE) > 64:
             _PARAMS_CACHE.clear()
         _PARAMS_CACHE[model.sha256] = blob
+    return blob
+
+
+def _round_start_bytes(run: TrainingRun, number: int) -> bytes:
+    """The global model round ``number`` started from (the model after round ``number - 1``)."""
+    key = (run.pk, number - 1)
+    sha = _MODEL_SHA.get(key)
+    if sha is not None and sha in _PARAMS_CACHE:
+        return _PARAMS_CACHE[sha]
+    model = run.models.get(round_number=number - 1)
+    blob = _model_bytes(model)
+    if len(_MODEL_SHA) > 1024:
+        _MODEL_SHA.clear()
+    _MODEL_SHA[key] = model.sha256
     return blob
 
 
@@ -396,7 +412,6 @@ def run_advance(run_id: int) -> Round | None:
     Nothing happens when the run has finished or a round is already open (a duplicate or late
     task). A refusal by the policy fails the run with every reason.
     """
-    started = time.time()
     with transaction.atomic():
         run = (
             TrainingRun.objects.select_for_update()
@@ -406,9 +421,10 @@ def run_advance(run_id: int) -> Round | None:
         )
         if run is None or run.is_finished:
             return None
-        if run.round_set.filter(status=Round.Status.RUNNING).exists():
+        statuses = list(run.round_set.values_list("status", flat=True))
+        if Round.Status.RUNNING in statuses:
             return None
-        done = run.round_set.filter(status=Round.Status.SUCCEEDED).count()
+        done = statuses.count(Round.Status.SUCCEEDED)
         if done >= run.rounds:
             return None
         if run.status == TrainingRun.Status.QUEUED:
@@ -457,16 +473,13 @@ def run_advance(run_id: int) -> Round | None:
                 "excluded": round_.excluded,
             },
         )
-        params_text = encoding.to_text(_model_bytes(_current_model(run)))
+        params_text = encoding.to_text(_round_start_bytes(run, number))
         messages = [_site_message(run, number, s, params_text) for s in sites]
         deadline = run.round_deadline
 
         def dispatch() -> None:
             _publish(messages)
             _schedule_deadline(run_id, number, deadline)
-            Round.objects.filter(pk=round_.pk).update(
-                timings={"dispatch": round(time.time() - started, 6)}
-            )
 
         transaction.on_commit(dispatch)
     return round_
@@ -475,9 +488,12 @@ def run_advance(run_id: int) -> Round | None:
 def _publish(messages: list[dict]) -> None:
     from projects.site_tasks import site_train_task
 
-    for message in messages:
-        message["sent_at"] = time.time()
-        site_train_task.apply_async(args=[message], queue=f"site.{message['site']}")
+    with site_train_task.app.producer_or_acquire() as producer:
+        for message in messages:
+            message["sent_at"] = time.time()
+            site_train_task.apply_async(
+                args=[message], queue=f"site.{message['site']}", producer=producer
+            )
 
 
 def _schedule_deadline(run_id: int, number: int, countdown: float) -> None:
@@ -536,86 +552,107 @@ def update_receive(reply: Any) -> None:
         run_advance(closed)
 
 
+def _answer_timings(reply: dict, site: SiteRound, received: float) -> dict[str, float]:
+    timings = _clean_metrics(reply.get("timings"))
+    replied, sent = reply.get("replied_at"), reply.get("sent_at")
+    if isinstance(replied, int | float) and math.isfinite(replied):
+        timings["return"] = max(received - float(replied), 0.0)
+    if isinstance(sent, int | float) and math.isfinite(sent):
+        # When the coordinator published this site's task, counted from the round's start.
+        timings["dispatch"] = max(float(sent) - site.round.started_at.timestamp(), 0.0)
+    return timings
+
+
 def _record_answer(reply: Any, received: float) -> int | None:
-    """Record the answer; return the run's id when the round closed and the run goes on."""
+    """Record the answer; return the run's id when the round closed and the run goes on.
+
+    The hot path of a round, run once per site: one read, one conditional update (which is
+    what makes a duplicate count once, even when two coordinators race), one check whether
+    any site still trains. Only the last answer takes the round's lock, to close it.
+    """
     try:
         run_id, number, slug = int(reply["run"]), int(reply["round"]), str(reply["site"])
     except (KeyError, TypeError, ValueError):
         logger.warning("Ignored a site answer without run, round and site.")
         return None
-    with transaction.atomic():
-        round_ = (
-            Round.objects.select_for_update()
-            .select_related("run__problem", "run__institution")
-            .filter(run_id=run_id, number=number)
-            .first()
+    site = (
+        SiteRound.objects.select_related("round__run", "institution")
+        .filter(round__run_id=run_id, round__number=number, institution__slug=slug)
+        .first()
+    )
+    if site is None:
+        logger.warning(
+            "Ignored an answer from %s for unknown round %s of run %s.", slug, number, run_id
         )
-        if round_ is None:
-            logger.warning("Ignored an answer for an unknown round %s of run %s.", number, run_id)
-            return None
-        site = round_.sites.select_related("institution").filter(institution__slug=slug).first()
-        if site is None or round_.status != Round.Status.RUNNING:
-            logger.info(
-                "Ignored a late answer from %s for round %s of run %s.", slug, number, run_id
-            )
-            return None
-        if site.status != SiteRound.Status.DISPATCHED:
-            logger.info("Ignored a duplicate answer from %s for round %s.", slug, number)
-            return None
-        run = round_.run
-        site.answered_at = timezone.now()
-        timings = _clean_metrics(reply.get("timings"))
-        sent = reply.get("replied_at")
-        if isinstance(sent, int | float) and math.isfinite(sent):
-            timings["return"] = max(received - float(sent), 0.0)
-        site.timings = timings
-        site.metrics = _clean_metrics(reply.get("metrics"))
-        error = reply.get("error")
-        rejection: tuple[str, str, dict] | None = None
-        if error is not None:
-            if isinstance(error, dict):
-                detail = error.get("detail") if isinstance(error.get("detail"), dict) else {}
-                rejection = (
-                    str(error.get("code", "site_error"))[:32],
-                    str(error.get("message", "")),
-                    detail,
-                )
-            else:
-                rejection = ("bad_answer", "", {"error": str(error)[:200]})
+        return None
+    if site.round.status != Round.Status.RUNNING or site.status != SiteRound.Status.DISPATCHED:
+        logger.info("Ignored a late or repeated answer from %s for round %s.", slug, number)
+        return None
+    run = site.round.run
+    fields: dict[str, Any] = {
+        "answered_at": timezone.now(),
+        "timings": _answer_timings(reply, site, received),
+        "metrics": _clean_metrics(reply.get("metrics")),
+    }
+    error = reply.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            detail = error.get("detail") if isinstance(error.get("detail"), dict) else {}
+            code, message = str(error.get("code", "site_error"))[:32], str(error.get("message", ""))
+            rejection: tuple[str, str, dict] | None = (code, message, detail)
         else:
-            rejection = _accept_update(run, round_, site, reply)
-        if rejection is not None:
-            code, message, detail = rejection
-            site.status = SiteRound.Status.REJECTED
-            site.reason_code = code
-            site.reason = _rejection_text(code, message, detail)[:2000]
-            site.update = ""
-            site.save()
+            rejection = ("bad_answer", "", {"error": str(error)[:200]})
+    else:
+        rejection = _accept_update(run, site.round.number, reply, fields)
+    # Closing or cancelling a round moves every dispatched site on in the same transaction, so
+    # "still dispatched" also means "its round is still open".
+    still_dispatched = SiteRound.objects.filter(pk=site.pk, status=SiteRound.Status.DISPATCHED)
+    if rejection is None:
+        if not still_dispatched.update(status=SiteRound.Status.CONTRIBUTED, **fields):
+            return None  # another delivery of the same answer was counted first
+    else:
+        code, message, detail = rejection
+        reason = _rejection_text(code, message, detail)[:2000]
+        with transaction.atomic():
+            if not still_dispatched.update(
+                status=SiteRound.Status.REJECTED, reason_code=code, reason=reason, **fields
+            ):
+                return None
             audit_record(
                 actor=None,
                 action="round.update_rejected",
-                target=round_,
+                target=site.round,
                 subject_institution=site.institution,
                 payload={
                     "run": run.number,
                     "round": number,
                     "site": slug,
                     "code": code,
-                    "reason": site.reason,
+                    "reason": reason,
                 },
             )
-        else:
-            site.status = SiteRound.Status.CONTRIBUTED
-            site.save()
-        if round_.sites.filter(status=SiteRound.Status.DISPATCHED).exists():
+    if SiteRound.objects.filter(
+        round_id=site.round_id, status=SiteRound.Status.DISPATCHED
+    ).exists():
+        return None
+    with transaction.atomic():
+        round_ = (
+            Round.objects.select_for_update(of=("self",))
+            .select_related("run__problem", "run__institution")
+            .get(pk=site.round_id)
+        )
+        if round_.status != Round.Status.RUNNING:
+            return None  # closed by a concurrent answer or the deadline
+        sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
+        if any(s.status == SiteRound.Status.DISPATCHED for s in sites):
             return None
-        return run_id if _round_close(round_) else None
+        return run_id if _round_close(round_, sites=sites) else None
 
 
 def _accept_update(
-    run: TrainingRun, round_: Round, site: SiteRound, reply: dict
+    run: TrainingRun, number: int, reply: dict, fields: dict[str, Any]
 ) -> tuple[str, str, dict] | None:
-    """Decode and validate the update; store it on the site's row, or say why not."""
+    """Decode and validate the update; add it to the site's ``fields``, or say why not."""
     text = reply.get("params")
     count = reply.get("sample_count")
     if not isinstance(text, str):
@@ -628,17 +665,19 @@ def _accept_update(
     try:
         blob = encoding.from_text(text)
         update = encoding.decode_params(blob, max_bytes=run.max_update_bytes)
-        reference = encoding.decode_params(_model_bytes(_current_model(run)))
+        reference = encoding.decode_params(_round_start_bytes(run, number))
         validate_update(update, reference, max_norm=run.max_update_norm)
     except encoding.EncodingError as exc:
         return (exc.code, str(exc), exc.detail)
     except UpdateRejected as exc:
         r = exc.rejection
         return (r.code, r.message, r.detail)
-    site.update = text
-    site.update_sha256 = encoding.params_sha256(blob)
-    site.update_bytes = len(blob)
-    site.sample_count = count
+    fields.update(
+        update=text,
+        update_sha256=encoding.params_sha256(blob),
+        update_bytes=len(blob),
+        sample_count=count,
+    )
     return None
 
 
@@ -655,22 +694,27 @@ def _weighted_metrics(sites: list[SiteRound]) -> dict[str, float]:
     return {k: totals[k] / weights[k] for k in sorted(totals) if weights[k] > 0}
 
 
-def _round_close(round_: Round, *, at_deadline: bool = False) -> bool:
+def _round_close(
+    round_: Round, *, at_deadline: bool = False, sites: list[SiteRound] | None = None
+) -> bool:
     """Close the round (inside the caller's transaction, round locked); True if the run goes on.
 
     At the deadline, sites that have not answered are dropped. With fewer contributions than
     the run's minimum the round and the run fail; otherwise the contributions are aggregated
     in a fixed order (by institution), the new global model is stored and the round audited.
+    ``sites``: the round's site rows when the caller has just read them (under the lock).
     """
     t0 = time.time()
     run = round_.run
     now = timezone.now()
-    dropped = list(round_.sites.filter(status=SiteRound.Status.DISPATCHED))
+    if sites is None:
+        sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
+    dropped = [s for s in sites if s.status == SiteRound.Status.DISPATCHED]
     for s in dropped:
         s.status = SiteRound.Status.DROPPED
         s.reason = _("No answer before the round's deadline.")
-        s.save(update_fields=["status", "reason"])
-    sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
+    if dropped:
+        SiteRound.objects.bulk_update(dropped, ["status", "reason"])
     contributed = [s for s in sites if s.status == SiteRound.Status.CONTRIBUTED]
     summary = {
         "problem": run.problem.slug,
@@ -686,13 +730,14 @@ def _round_close(round_: Round, *, at_deadline: bool = False) -> bool:
         "updates": {s.institution.slug: s.update_sha256 for s in contributed},
     }
     round_.contributors = len(contributed)
-    round_.closed_at = now
     timings = dict(round_.timings or {})
     computes = [s.timings.get("compute", 0.0) for s in contributed]
     waits = [s.timings.get("queue_wait", 0.0) for s in contributed]
     returns = [s.timings.get("return", 0.0) for s in contributed]
+    dispatched = [s.timings.get("dispatch", 0.0) for s in contributed]
     timings.update(
         {
+            "dispatch": max(dispatched, default=0.0),
             "site_compute": max(computes, default=0.0),
             "queue_wait": max(waits, default=0.0),
             "collection": max(returns, default=0.0),
@@ -710,6 +755,7 @@ def _round_close(round_: Round, *, at_deadline: bool = False) -> bool:
             "rejected": len(summary["rejected"]),
         }
         round_.timings = timings
+        round_.closed_at = timezone.now()
         round_.save()
         audit_record(
             actor=None,
@@ -724,7 +770,7 @@ def _round_close(round_: Round, *, at_deadline: bool = False) -> bool:
         )
         return False
 
-    global_blob = _model_bytes(_current_model(run))
+    global_blob = _round_start_bytes(run, round_.number)
     global_params = encoding.decode_params(global_blob)
     results = [
         (encoding.decode_params(encoding.from_text(s.update)), float(s.sample_count))
@@ -753,6 +799,8 @@ def _round_close(round_: Round, *, at_deadline: bool = False) -> bool:
     timings["aggregation"] = t1 - t0
     timings["persistence"] = time.time() - t1
     round_.timings = {k: round(v, 6) for k, v in timings.items()}
+    # Closed once aggregated and stored: the round's wall time includes both.
+    round_.closed_at = timezone.now()
     round_.save()
     audit_record(
         actor=None,
@@ -897,7 +945,7 @@ def runs_resume() -> int:
                 run_advance(run_id)
             continue
         run = TrainingRun.objects.get(pk=run_id)
-        params_text = encoding.to_text(_model_bytes(_current_model(run)))
+        params_text = encoding.to_text(_round_start_bytes(run, open_round.number))
         waiting = open_round.sites.select_related("institution", "dataset").filter(
             status=SiteRound.Status.DISPATCHED
         )

@@ -42,8 +42,9 @@ class Command(BaseCommand):
                 "INFO",
                 "--queues",
                 "coordinator",
-                "--concurrency",
-                "1",
+                # One process, no pool child: the coordinator's work is short database steps.
+                "--pool",
+                "solo",
                 "--hostname",
                 "demo@%h",
             ],
