@@ -5,7 +5,8 @@ a database ``bench_<pid>`` on that server and drops it at the end; with CELERY_B
 it uses that URL's database and purges the queues it uses before and after. Without them it runs
 on the embedded default (SQLite and the filesystem broker) inside the temporary directory.
 
-Steps: migrate and seed the demo; start a coordinator worker and one site worker; launch a FedAvg
+Steps: migrate and seed the demo; start a coordinator worker and one worker per site (each on its
+own queue, as ``run_site_worker`` runs at a member's site); launch a FedAvg
 run on ``breast-cancer-malignancy`` and wait; read the rounds' timings from the database; replay
 the same computation in one process (``run_in_process``) and compare every array bit for bit.
 Then three more hospitals join (the same breast-cancer rows dealt six ways) and the run is
@@ -422,7 +423,7 @@ def launch(env: dict[str, str], rounds: int, watched: list[Process], log: Path) 
 def scenario(
     env: dict[str, str], slugs: list[str], rounds: int, logs: Path, coordinator: Process
 ) -> dict[str, Any]:
-    """One timed run with a site worker serving ``slugs``; the coordinator is already up."""
+    """One timed run with one site worker per slug; the coordinator is already up."""
     from projects.models import TrainingRun
 
     workers = [
