@@ -222,7 +222,8 @@ def _store_model(run: TrainingRun, round_number: int, blob: bytes, metrics: dict
         name = default_storage.save(name, ContentFile(blob))
     _PARAMS_CACHE[sha] = blob
     # Only once committed: a rolled-back round must not leave its model in the map.
-    transaction.on_commit(lambda: _MODEL_SHA.__setitem__((run.pk, round_number), sha))
+    key = _model_key(run, round_number)
+    transaction.on_commit(lambda: _MODEL_SHA.__setitem__(key, sha))
     return ModelVersion.objects.create(
         run=run,
         round_number=round_number,
@@ -329,9 +330,14 @@ def _send_advance(run_id: int) -> None:
 
 
 _PARAMS_CACHE: dict[str, bytes] = {}
-# (run id, round number) -> SHA-256 of the model after that round: a stored model never changes,
-# so the coordinator need not ask the database again for the model a round started from.
-_MODEL_SHA: dict[tuple[int, int], str] = {}
+# (run id, run's launch time, round number) -> SHA-256 of the model after that round: a stored
+# model never changes, so the coordinator need not ask the database again for the model a round
+# started from. The launch time keeps a reused id (a rolled-back launch) from matching.
+_MODEL_SHA: dict[tuple[int, float, int], str] = {}
+
+
+def _model_key(run: TrainingRun, round_number: int) -> tuple[int, float, int]:
+    return (run.pk, run.created_at.timestamp(), round_number)
 
 
 def _model_bytes(model: ModelVersion) -> bytes:
@@ -350,7 +356,7 @@ def _model_bytes(model: ModelVersion) -> bytes:
 
 def _round_start_bytes(run: TrainingRun, number: int) -> bytes:
     """The global model round ``number`` started from (the model after round ``number - 1``)."""
-    key = (run.pk, number - 1)
+    key = _model_key(run, number - 1)
     sha = _MODEL_SHA.get(key)
     if sha is not None and sha in _PARAMS_CACHE:
         return _PARAMS_CACHE[sha]
@@ -814,12 +820,13 @@ def _round_close(
             "at_deadline": at_deadline,
         },
     )
-    fields = ["strategy_state"]
+    fields = ["strategy_state"] if state is not None else []
     if round_.number >= run.rounds:
         run.status = TrainingRun.Status.SUCCEEDED
         run.finished_at = now
         fields += ["status", "finished_at"]
-    run.save(update_fields=fields)
+    if fields:
+        run.save(update_fields=fields)
     if run.status == TrainingRun.Status.SUCCEEDED:
         audit_record(
             actor=None,
