@@ -51,6 +51,9 @@
       last = text;
       announce(next);
     }
+    if (finished(next)) {
+      stop();
+    }
   }
 
   function poll() {

@@ -38,6 +38,8 @@ def test_a_researcher_launches_a_run_and_watches_it_finish(page, broker_ready, t
     live = page.locator("#run-live")
     assert "Succeeded" in live.inner_text()
     assert page.locator("#round-4").is_visible()
+    # Cancelling makes no sense any more: the offer went with the last round.
+    assert not page.get_by_text("Cancel this run").is_visible()
     final = run.models.get(round_number=4)
     assert final.sha256 in page.content()
     page.screenshot(path=str(ARTIFACTS / "run-succeeded.png"), full_page=True)
