@@ -684,11 +684,15 @@ def memory(env: dict[str, str], logs: Path, rounds: int) -> dict[str, Any]:
             if sum(parts.values()) > peak["kb"]:
                 peak["kb"], peak["parts"] = sum(parts.values()), parts
 
+        started = time.monotonic()
         follow_run(env, rounds, [demo], logs / "demo-run.log", every=sample)
+        demo_wall = time.monotonic() - started
     finally:
         demo.stop(timeout=40)
     return {
         "rounds": rounds,
+        # launch_run --wait through the running demo, from launch to the final model's hash.
+        "demo_run_wall_seconds": round(demo_wall, 2),
         "peak_rss_mb": round(peak["kb"] / 1024, 1),
         "idle_rss_mb": round(idle_kb / 1024, 1),
         "peak_by_process_mb": {k: round(v / 1024, 1) for k, v in sorted(peak["parts"].items())},
@@ -811,7 +815,8 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
         targets.append(
             {
                 "target": "embedded demo (web server and workers) < 600 MB resident",
-                "value": f"peak {mem['peak_rss_mb']:.0f} MB during a {mem['rounds']}-round run",
+                "value": f"peak {mem['peak_rss_mb']:.0f} MB during a {mem['rounds']}-round run "
+                f"({mem['demo_run_wall_seconds']:.1f} s from launch to final model)",
                 "pass": mem["peak_rss_mb"] < TARGET_RSS_MB,
             }
         )

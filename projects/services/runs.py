@@ -248,7 +248,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
         raise ApplicationError(_("Correct the run's settings."), extra={"errors": errors})
     membership = acting_membership(actor, roles=LAUNCH_ROLES)
     with transaction.atomic():
-        problem = Problem.objects.select_for_update().get(pk=problem.pk)
+        problem = Problem.objects.select_for_update(of=("self",)).get(pk=problem.pk)
         agreement = problem.agreements.filter(status="effective").first()
         min_contributors = config.min_contributors or (
             agreement.min_contributors if agreement else 2
@@ -420,7 +420,7 @@ def run_advance(run_id: int) -> Round | None:
     """
     with transaction.atomic():
         run = (
-            TrainingRun.objects.select_for_update()
+            TrainingRun.objects.select_for_update(of=("self",))
             .select_related("problem", "agreement", "institution")
             .filter(pk=run_id)
             .first()
@@ -850,7 +850,7 @@ def round_deadline(run_id: int, number: int) -> None:
     goes_on = False
     with transaction.atomic():
         round_ = (
-            Round.objects.select_for_update()
+            Round.objects.select_for_update(of=("self",))
             .select_related("run__problem", "run__institution")
             .filter(run_id=run_id, number=number, status=Round.Status.RUNNING)
             .first()
@@ -874,14 +874,24 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
             _("Only the launching institution's researchers and admins, or staff, cancel a run.")
         )
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().select_related("problem").get(pk=run.pk)
+        # The open round first, then the run: the order a closing round takes them in, so the
+        # two never wait for each other. A round that closed meanwhile is no longer open here.
+        open_rounds = list(
+            Round.objects.select_for_update(of=("self",)).filter(
+                run_id=run.pk, status=Round.Status.RUNNING
+            )
+        )
+        run = (
+            TrainingRun.objects.select_for_update(of=("self",))
+            .select_related("problem")
+            .get(pk=run.pk)
+        )
         if run.is_finished:
             raise Conflict(
                 _("This run has already finished (%(status)s).")
                 % {"status": run.get_status_display().lower()}
             )
         now = timezone.now()
-        open_rounds = list(run.round_set.filter(status=Round.Status.RUNNING))
         for round_ in open_rounds:
             round_.status = Round.Status.CANCELLED
             round_.closed_at = now
@@ -943,7 +953,7 @@ def runs_resume() -> int:
         if not open_round.sites.filter(status=SiteRound.Status.DISPATCHED).exists():
             with transaction.atomic():
                 locked = (
-                    Round.objects.select_for_update()
+                    Round.objects.select_for_update(of=("self",))
                     .select_related("run__problem", "run__institution")
                     .get(pk=open_round.pk)
                 )

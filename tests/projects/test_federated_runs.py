@@ -240,6 +240,7 @@ def _worker_env() -> dict[str, str]:
         "DATABASE_URL": url,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "PORTAL_VAR_DIR": str(settings.VAR_DIR),
+        "BROKER_FOLDER": str(settings.BROKER_FOLDER),
         "SITE_DATA_ROOT": str(settings.SITE_DATA_ROOT),
         "CELERY_VISIBILITY_TIMEOUT": "10",
     }
@@ -557,3 +558,51 @@ def test_staff_cancel_runs_from_the_console(db, medical, client):
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.CANCELLED
     assert AuditEvent.objects.get(action="run.cancelled").actor == staff
+
+
+@pytest.mark.worker
+def test_a_site_worker_started_by_run_site_worker_trains_without_the_portal_database(
+    broker_ready, transactional_db, medical, tmp_path
+):
+    """The command's worker serves one queue and reads one folder; its database is unreachable."""
+    remote, data = SITES[0], tmp_path / "elsewhere"
+    data.mkdir()
+    (data / BREAST_CANCER_FILE).write_bytes(
+        (Path(settings.SITE_DATA_ROOT) / remote / BREAST_CANCER_FILE).read_bytes()
+    )
+    _purge(site_queues(remote))
+    env = {
+        **_worker_env(),
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:9/no-database-here",
+        "SITE_DATA_ROOT": str(tmp_path / "nothing"),
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_site_worker",
+            "--institution",
+            remote,
+            "--data-dir",
+            str(data),
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=Path(settings.BASE_DIR),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with workers(["coordinator", *site_queues(*SITES[1:])]):
+            run = finished(launch(medical, rounds=2, round_deadline=60), timeout=90)
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    assert (
+        SiteRound.objects.filter(
+            round__run=run, institution__slug=remote, status="contributed"
+        ).count()
+        == 2
+    )
