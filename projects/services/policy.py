@@ -74,9 +74,11 @@ def eligible_contributors(
     a dataset checked against the current revision. The problem's "data ready" stage counts
     these too, so the stage and the check never disagree.
     """
-    participations = problem.participations.filter(
-        role=Participation.Role.CONTRIBUTOR
-    ).select_related("institution")
+    participations = (
+        problem.participations.filter(role=Participation.Role.CONTRIBUTOR)
+        .select_related("institution")
+        .order_by("institution__name")  # the default ordering would join the problem again
+    )
     approvals = (
         {a.institution_id: a for a in agreement.approvals.all()} if agreement is not None else {}
     )

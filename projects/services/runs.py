@@ -423,6 +423,7 @@ def run_advance(run_id: int) -> Round | None:
             TrainingRun.objects.select_for_update(of=("self",))
             .select_related("problem", "agreement", "institution")
             .filter(pk=run_id)
+            .order_by()  # the models' default orderings would join up to the problem
             .first()
         )
         if run is None or run.is_finished:
@@ -584,6 +585,7 @@ def _record_answer(reply: Any, received: float) -> int | None:
     site = (
         SiteRound.objects.select_related("round__run", "institution")
         .filter(round__run_id=run_id, round__number=number, institution__slug=slug)
+        .order_by()  # SiteRound's default ordering would join the round, run and problem
         .first()
     )
     if site is None:
@@ -853,6 +855,7 @@ def round_deadline(run_id: int, number: int) -> None:
             Round.objects.select_for_update(of=("self",))
             .select_related("run__problem", "run__institution")
             .filter(run_id=run_id, number=number, status=Round.Status.RUNNING)
+            .order_by()
             .first()
         )
         if round_ is None:
@@ -943,7 +946,9 @@ def runs_resume() -> int:
         status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
     ).values_list("pk", flat=True):
         seen += 1
-        open_round = Round.objects.filter(run_id=run_id, status=Round.Status.RUNNING).first()
+        open_round = (
+            Round.objects.filter(run_id=run_id, status=Round.Status.RUNNING).order_by().first()
+        )
         if open_round is None:
             run_advance(run_id)
             continue
