@@ -6,6 +6,7 @@ idempotent: a duplicate delivery of an update counts once, a late one after its 
 ignored, and ``runs_resume`` picks up whatever a stopped coordinator left open.
 """
 
+import datetime
 import logging
 import math
 import time
@@ -329,6 +330,19 @@ def _send_advance(run_id: int) -> None:
 # --- Rounds ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _RunFacts:
+    """What checking an answer needs of its run; none of it changes after launch."""
+
+    pk: int
+    created_at: datetime.datetime
+    max_update_bytes: int
+    max_update_norm: float
+
+
+_RUN_FACTS: dict[tuple[int, float], _RunFacts] = {}
+
+
 _PARAMS_CACHE: dict[str, bytes] = {}
 # (run id, run's launch time, round number) -> SHA-256 of the model after that round: a stored
 # model never changes, so the coordinator need not ask the database again for the model a round
@@ -336,7 +350,7 @@ _PARAMS_CACHE: dict[str, bytes] = {}
 _MODEL_SHA: dict[tuple[int, float, int], str] = {}
 
 
-def _model_key(run: TrainingRun, round_number: int) -> tuple[int, float, int]:
+def _model_key(run: TrainingRun | _RunFacts, round_number: int) -> tuple[int, float, int]:
     return (run.pk, run.created_at.timestamp(), round_number)
 
 
@@ -354,13 +368,33 @@ def _model_bytes(model: ModelVersion) -> bytes:
     return blob
 
 
-def _round_start_bytes(run: TrainingRun, number: int) -> bytes:
+def _run_facts(run_id: int, launched: Any) -> _RunFacts | None:
+    """The run's facts, from memory when the answer names the run's launch time correctly."""
+    if isinstance(launched, int | float):
+        facts = _RUN_FACTS.get((run_id, float(launched)))
+        if facts is not None:
+            return facts
+    row = (
+        TrainingRun.objects.filter(pk=run_id)
+        .values("pk", "created_at", "max_update_bytes", "max_update_norm")
+        .first()
+    )
+    if row is None:
+        return None
+    facts = _RunFacts(**row)
+    if len(_RUN_FACTS) > 1024:
+        _RUN_FACTS.clear()
+    _RUN_FACTS[(facts.pk, facts.created_at.timestamp())] = facts
+    return facts
+
+
+def _round_start_bytes(run: TrainingRun | _RunFacts, number: int) -> bytes:
     """The global model round ``number`` started from (the model after round ``number - 1``)."""
     key = _model_key(run, number - 1)
     sha = _MODEL_SHA.get(key)
     if sha is not None and sha in _PARAMS_CACHE:
         return _PARAMS_CACHE[sha]
-    model = run.models.get(round_number=number - 1)
+    model = ModelVersion.objects.get(run_id=run.pk, round_number=number - 1)
     blob = _model_bytes(model)
     if len(_MODEL_SHA) > 1024:
         _MODEL_SHA.clear()
@@ -375,6 +409,9 @@ def _site_message(run: TrainingRun, number: int, site: SiteRound, params_text: s
         "run": run.pk,
         "round": number,
         "site": site.institution.slug,
+        # Echoed back: the answer then finds its row and its run's limits without a lookup.
+        "ticket": site.pk,
+        "launched": run.created_at.timestamp(),
         "site_key": site.dataset.site_key,
         "sha256": site.dataset.sha256,
         "max_bytes": run.max_update_bytes,
@@ -559,47 +596,37 @@ def update_receive(reply: Any) -> None:
         run_advance(closed)
 
 
-def _answer_timings(reply: dict, site: SiteRound, received: float) -> dict[str, float]:
+def _answer_timings(reply: dict, received: float) -> dict[str, float]:
     timings = _clean_metrics(reply.get("timings"))
     replied, sent = reply.get("replied_at"), reply.get("sent_at")
     if isinstance(replied, int | float) and math.isfinite(replied):
         timings["return"] = max(received - float(replied), 0.0)
     if isinstance(sent, int | float) and math.isfinite(sent):
-        # When the coordinator published this site's task, counted from the round's start.
-        timings["dispatch"] = max(float(sent) - site.round.started_at.timestamp(), 0.0)
+        timings["sent_at"] = float(sent)  # made relative to the round's start when it closes
     return timings
 
 
 def _record_answer(reply: Any, received: float) -> int | None:
     """Record the answer; return the run's id when the round closed and the run goes on.
 
-    The hot path of a round, run once per site: one read, one conditional update (which is
-    what makes a duplicate count once, even when two coordinators race), one check whether
-    any site still trains. Only the last answer takes the round's lock, to close it.
+    The hot path of a round, run once per site: one conditional update (which finds the row by
+    its ticket, checks run, round and site, and is what makes a duplicate count once, even when
+    two coordinators race) and one check whether any site still trains. Only the last answer
+    takes the round's lock, to close it.
     """
     try:
         run_id, number, slug = int(reply["run"]), int(reply["round"]), str(reply["site"])
+        ticket = int(reply.get("ticket") or 0)
     except (KeyError, TypeError, ValueError):
         logger.warning("Ignored a site answer without run, round and site.")
         return None
-    site = (
-        SiteRound.objects.select_related("round__run", "institution")
-        .filter(round__run_id=run_id, round__number=number, institution__slug=slug)
-        .order_by()  # SiteRound's default ordering would join the round, run and problem
-        .first()
-    )
-    if site is None:
-        logger.warning(
-            "Ignored an answer from %s for unknown round %s of run %s.", slug, number, run_id
-        )
+    facts = _run_facts(run_id, reply.get("launched"))
+    if facts is None:
+        logger.warning("Ignored an answer from %s for unknown run %s.", slug, run_id)
         return None
-    if site.round.status != Round.Status.RUNNING or site.status != SiteRound.Status.DISPATCHED:
-        logger.info("Ignored a late or repeated answer from %s for round %s.", slug, number)
-        return None
-    run = site.round.run
     fields: dict[str, Any] = {
         "answered_at": timezone.now(),
-        "timings": _answer_timings(reply, site, received),
+        "timings": _answer_timings(reply, received),
         "metrics": _clean_metrics(reply.get("metrics")),
     }
     error = reply.get("error")
@@ -611,18 +638,27 @@ def _record_answer(reply: Any, received: float) -> int | None:
         else:
             rejection = ("bad_answer", "", {"error": str(error)[:200]})
     else:
-        rejection = _accept_update(run, site.round.number, reply, fields)
+        rejection = _accept_update(facts, number, reply, fields)
     # Closing or cancelling a round moves every dispatched site on in the same transaction, so
     # "still dispatched" also means "its round is still open".
-    still_dispatched = SiteRound.objects.filter(pk=site.pk, status=SiteRound.Status.DISPATCHED)
+    mine = SiteRound.objects.filter(
+        round__run_id=run_id,
+        round__number=number,
+        institution__slug=slug,
+        status=SiteRound.Status.DISPATCHED,
+    )
+    if ticket:
+        mine = mine.filter(pk=ticket)
     if rejection is None:
-        if not still_dispatched.update(status=SiteRound.Status.CONTRIBUTED, **fields):
-            return None  # another delivery of the same answer was counted first
+        if not mine.update(status=SiteRound.Status.CONTRIBUTED, **fields):
+            logger.info("Ignored a late or repeated answer from %s for round %s.", slug, number)
+            return None
     else:
         code, message, detail = rejection
         reason = _rejection_text(code, message, detail)[:2000]
         with transaction.atomic():
-            if not still_dispatched.update(
+            site = mine.select_related("round__run", "institution").order_by().first()
+            if site is None or not mine.filter(pk=site.pk).update(
                 status=SiteRound.Status.REJECTED, reason_code=code, reason=reason, **fields
             ):
                 return None
@@ -632,7 +668,7 @@ def _record_answer(reply: Any, received: float) -> int | None:
                 target=site.round,
                 subject_institution=site.institution,
                 payload={
-                    "run": run.number,
+                    "run": site.round.run.number,
                     "round": number,
                     "site": slug,
                     "code": code,
@@ -640,16 +676,18 @@ def _record_answer(reply: Any, received: float) -> int | None:
                 },
             )
     if SiteRound.objects.filter(
-        round_id=site.round_id, status=SiteRound.Status.DISPATCHED
+        round__run_id=run_id, round__number=number, status=SiteRound.Status.DISPATCHED
     ).exists():
         return None
     with transaction.atomic():
         round_ = (
             Round.objects.select_for_update(of=("self",))
             .select_related("run__problem", "run__institution")
-            .get(pk=site.round_id)
+            .filter(run_id=run_id, number=number)
+            .order_by()
+            .first()
         )
-        if round_.status != Round.Status.RUNNING:
+        if round_ is None or round_.status != Round.Status.RUNNING:
             return None  # closed by a concurrent answer or the deadline
         sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
         if any(s.status == SiteRound.Status.DISPATCHED for s in sites):
@@ -658,7 +696,7 @@ def _record_answer(reply: Any, received: float) -> int | None:
 
 
 def _accept_update(
-    run: TrainingRun, number: int, reply: dict, fields: dict[str, Any]
+    run: _RunFacts, number: int, reply: dict, fields: dict[str, Any]
 ) -> tuple[str, str, dict] | None:
     """Decode and validate the update; add it to the site's ``fields``, or say why not."""
     text = reply.get("params")
@@ -742,6 +780,11 @@ def _round_close(
     computes = [s.timings.get("compute", 0.0) for s in contributed]
     waits = [s.timings.get("queue_wait", 0.0) for s in contributed]
     returns = [s.timings.get("return", 0.0) for s in contributed]
+    started = round_.started_at.timestamp()
+    for s in sites:
+        sent = s.timings.pop("sent_at", None)
+        if sent is not None:
+            s.timings["dispatch"] = max(sent - started, 0.0)
     dispatched = [s.timings.get("dispatch", 0.0) for s in contributed]
     timings.update(
         {
@@ -800,7 +843,7 @@ def _round_close(
         run.strategy_state = encoding.to_text(encoding.encode_params(state))
     for s in contributed:
         s.update = ""  # the aggregate is kept; the site's update has served (its hash stays)
-    SiteRound.objects.bulk_update(contributed, ["update"])
+    SiteRound.objects.bulk_update(sites, ["update", "timings"])
     round_.status = Round.Status.SUCCEEDED
     round_.metrics = metrics
     round_.model = model
