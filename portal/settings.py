@@ -184,7 +184,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # The exchange tables; kombu's default is ./control, i.e. wherever the process started.
         "control_folder": str(BROKER_FOLDER / "control"),
         "store_processed": False,
-        "polling_interval": 0.1,
+        # Each idle worker lists its queue folder this often: cheap, and hops stay short.
+        "polling_interval": 0.02,
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -211,6 +212,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 # Site workers run the site task only; it lives outside the autodiscovered tasks modules.
 CELERY_IMPORTS = ["projects.site_tasks"]
+# Celery's Django fixup closes the database connection around every task unless this is set,
+# so each coordinator task would open a new PostgreSQL connection (several milliseconds, most
+# of an answer's cost). Connections are kept; portal.celery checks their age and health before
+# each task as Django does before each request (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
