@@ -40,6 +40,9 @@ def _reply(message: dict, **fields: Any) -> dict:
         "round": message.get("round"),
         "site": message.get("site"),
         "sent_at": message.get("sent_at"),
+        # Echoed so that the coordinator finds the site's row and its run without a lookup.
+        "ticket": message.get("ticket"),
+        "launched": message.get("launched"),
         **fields,
         "replied_at": time.time(),
     }

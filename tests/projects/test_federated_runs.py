@@ -606,3 +606,18 @@ def test_a_site_worker_started_by_run_site_worker_trains_without_the_portal_data
         ).count()
         == 2
     )
+
+
+def test_an_answer_echoes_its_ticket_and_run_launch(started):
+    answer = _answer(started, SITES[0])
+    site = SiteRound.objects.get(round__run=started, institution__slug=SITES[0])
+    assert answer["ticket"] == site.pk
+    assert answer["launched"] == started.created_at.timestamp()
+    # A wrong echo is no shortcut to another site's row: the answer is simply not counted.
+    other = SiteRound.objects.get(round__run=started, institution__slug=SITES[1])
+    runs.update_receive({**answer, "ticket": other.pk})
+    assert set(SiteRound.objects.filter(round__run=started).values_list("status", flat=True)) == {
+        "dispatched"
+    }
+    runs.update_receive(answer)
+    assert SiteRound.objects.get(pk=site.pk).status == "contributed"
