@@ -377,6 +377,7 @@ def _run_facts(run_id: int, launched: Any) -> _RunFacts | None:
     row = (
         TrainingRun.objects.filter(pk=run_id)
         .values("pk", "created_at", "max_update_bytes", "max_update_norm")
+        .order_by()
         .first()
     )
     if row is None:
