@@ -680,6 +680,14 @@ def _record_answer(reply: Any, received: float) -> int | None:
         round__run_id=run_id, round__number=number, status=SiteRound.Status.DISPATCHED
     ).exists():
         return None
+    return run_id if _close_when_answered(run_id, number) else None
+
+
+def _close_when_answered(run_id: int, number: int) -> bool:
+    """Close the round if it is still open and every site answered; True if the run goes on.
+
+    Checked again under the round's lock: a concurrent answer or the deadline may have closed it.
+    """
     with transaction.atomic():
         round_ = (
             Round.objects.select_for_update(of=("self",))
@@ -689,11 +697,11 @@ def _record_answer(reply: Any, received: float) -> int | None:
             .first()
         )
         if round_ is None or round_.status != Round.Status.RUNNING:
-            return None  # closed by a concurrent answer or the deadline
+            return False
         sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
         if any(s.status == SiteRound.Status.DISPATCHED for s in sites):
-            return None
-        return run_id if _round_close(round_, sites=sites) else None
+            return False
+        return _round_close(round_, sites=sites)
 
 
 def _accept_update(
@@ -1000,14 +1008,7 @@ def runs_resume() -> int:
             round_deadline(run_id, open_round.number)
             continue
         if not open_round.sites.filter(status=SiteRound.Status.DISPATCHED).exists():
-            with transaction.atomic():
-                locked = (
-                    Round.objects.select_for_update(of=("self",))
-                    .select_related("run__problem", "run__institution")
-                    .get(pk=open_round.pk)
-                )
-                goes_on = locked.status == Round.Status.RUNNING and _round_close(locked)
-            if goes_on:
+            if _close_when_answered(run_id, open_round.number):
                 run_advance(run_id)
             continue
         run = TrainingRun.objects.get(pk=run_id)
