@@ -53,6 +53,14 @@ def site_round(message: dict) -> dict:
     started = time.time()
     sent = message.get("sent_at")
     queue_wait = max(started - sent, 0.0) if isinstance(sent, int | float) else 0.0
+
+    def refused(code: str, text: str, detail: dict) -> dict:
+        return _reply(
+            message,
+            error={"code": code, "message": text, "detail": detail},
+            timings={"queue_wait": queue_wait, "compute": time.time() - started},
+        )
+
     try:
         task = RoundTask.from_dict(message["task"])
         path = data_path(task.site, str(message.get("site_key", "")))
@@ -61,35 +69,15 @@ def site_round(message: dict) -> dict:
         params = encoding.decode_params(encoding.from_text(message["params"]))
         result = train_on_site(task, params, data_path=path, expected_sha256=message["sha256"])
     except (KeyError, TypeError, ValueError) as exc:
-        return _reply(
-            message,
-            error={
-                "code": "invalid_task",
-                "message": f"{type(exc).__name__}: {exc}"[:500],
-                "detail": {},
-            },
-            timings={"queue_wait": queue_wait, "compute": time.time() - started},
-        )
+        return refused("invalid_task", f"{type(exc).__name__}: {exc}"[:500], {})
     except SiteRefusal as exc:
         logger.warning(
             "Site %s refused round %s: %s", message.get("site"), message.get("round"), exc
         )
-        return _reply(
-            message,
-            error={"code": exc.code, "message": str(exc), "detail": exc.detail},
-            timings={"queue_wait": queue_wait, "compute": time.time() - started},
-        )
+        return refused(exc.code, str(exc), exc.detail)
     except Exception as exc:  # the coordinator must hear of any failure, not wait for the deadline
         logger.exception("Site %s failed round %s", message.get("site"), message.get("round"))
-        return _reply(
-            message,
-            error={
-                "code": "site_error",
-                "message": f"{type(exc).__name__}: {exc}"[:500],
-                "detail": {},
-            },
-            timings={"queue_wait": queue_wait, "compute": time.time() - started},
-        )
+        return refused("site_error", f"{type(exc).__name__}: {exc}"[:500], {})
     blob = encoding.encode_params(result.params)
     return _reply(
         message,
