@@ -83,13 +83,23 @@ def say(text: str = "") -> None:
 class Process:
     """A subprocess the bench started, its output in a log file; stopped by its own pid only."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.name = name
         self.log = log
         self._handle = log.open("ab")
         self.popen = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=self._handle, stderr=subprocess.STDOUT
         )
+        if cpus:
+            # Set before the worker has imported anything: a solo worker is one process.
+            os.sched_setaffinity(self.popen.pid, cpus)
 
     @property
     def pid(self) -> int:
@@ -152,6 +162,32 @@ def prepare(env: dict[str, str]) -> float:
     manage(env, "migrate", "--no-input", "-v", "0")
     manage(env, "seed_demo")
     return time.monotonic() - started
+
+
+class Placement:
+    """Which CPUs the coordinator and the site workers may use.
+
+    In the alliance every site trains on its own machine; here they share the coordinator's
+    two cores. Left to the scheduler, six CPU-bound site processes take the coordinator's CPU
+    while it publishes and collects, and "time outside site computation" then measures that
+    contention rather than the coordinator. Pinned (the default when there are two CPUs or
+    more), the coordinator has the first CPU and the sites share the others; PostgreSQL and
+    Redis are not the bench's processes and stay where the scheduler puts them.
+    """
+
+    def __init__(self, pin: bool) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        self.pinned = pin and len(cpus) >= 2
+        self.coordinator = {cpus[0]} if self.pinned else None
+        self.sites = set(cpus[1:]) if self.pinned else None
+
+    def describe(self) -> str:
+        if not self.pinned:
+            return "not pinned: coordinator and sites share every CPU"
+        return (
+            f"coordinator on CPU {sorted(self.coordinator or [])}, "
+            f"site workers on CPU {sorted(self.sites or [])}"
+        )
 
 
 def coordinator_argv() -> list[str]:
@@ -421,7 +457,12 @@ def launch(env: dict[str, str], rounds: int, watched: list[Process], log: Path) 
 
 
 def scenario(
-    env: dict[str, str], slugs: list[str], rounds: int, logs: Path, coordinator: Process
+    env: dict[str, str],
+    slugs: list[str],
+    rounds: int,
+    logs: Path,
+    coordinator: Process,
+    placement: Placement,
 ) -> dict[str, Any]:
     """One timed run with one site worker per slug; the coordinator is already up."""
     from projects.models import TrainingRun
@@ -432,6 +473,7 @@ def scenario(
             site_worker_argv(slug),
             env,
             logs / f"sites-{len(slugs)}-{slug}.log",
+            cpus=placement.sites,
         )
         for slug in slugs
     ]
@@ -752,6 +794,7 @@ def print_summary(result: dict[str, Any], path: Path | None) -> None:
     )
     if cpu["other"] > 0.25:
         say("  (other work on this machine is slowing the bench down: rerun when it is quiet)")
+    say(f"Placement: {result['config']['placement']}")
     header = "".join(f"{s['sites']:>12} sites" for s in scenarios)
     say(f"{'per round, ms: median (p95)':36}{header}")
     for key in (*ROUND_KEYS, "wall", "outside_compute", "handoff", "overhead_incl_handoff"):
@@ -833,7 +876,13 @@ def main() -> int:
     parser.add_argument("--no-scaling", action="store_true", help="Only the three-site run.")
     parser.add_argument("--no-memory", action="store_true", help="Skip the serve_demo memory run.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary state and logs.")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="Let the scheduler place the coordinator and the site workers (see Placement).",
+    )
     args = parser.parse_args()
+    placement = Placement(pin=not args.no_pin)
 
     stamp = datetime.datetime.now(datetime.UTC)
     database_url = os.environ.get("DATABASE_URL") or None
@@ -864,6 +913,7 @@ def main() -> int:
                 "rounds": args.rounds,
                 "coordinator": "celery worker -Q coordinator --pool solo",
                 "site_worker": "one celery worker per site: -Q site.<slug> --pool solo",
+                "placement": placement.describe(),
             },
             "machine": {
                 "nproc": len(os.sched_getaffinity(0)),
@@ -900,17 +950,23 @@ def main() -> int:
             if purged:
                 say(f"Purged {purged} stale messages from the bench's queues.")
 
-        coordinator = Process("coordinator", coordinator_argv(), env, logs / "coordinator.log")
+        coordinator = Process(
+            "coordinator",
+            coordinator_argv(),
+            env,
+            logs / "coordinator.log",
+            cpus=placement.coordinator,
+        )
         coordinator.wait_for(" ready.")
         cpu_before = cpu_counters()
         scenarios = []
         say(f"{len(slugs)} sites: {args.rounds} rounds ...")
-        scenarios.append(scenario(env, slugs, args.rounds, logs, coordinator))
+        scenarios.append(scenario(env, slugs, args.rounds, logs, coordinator, placement))
         say(f"  done in {scenarios[-1]['run_wall_seconds']:.2f} s")
         if not args.no_scaling:
             slugs6 = add_three_sites(Path(settings.SITE_DATA_ROOT))
             say(f"{len(slugs6)} sites: {args.rounds} rounds ...")
-            scenarios.append(scenario(env, slugs6, args.rounds, logs, coordinator))
+            scenarios.append(scenario(env, slugs6, args.rounds, logs, coordinator, placement))
             say(f"  done in {scenarios[-1]['run_wall_seconds']:.2f} s")
         result["machine"]["cpu_during_runs"] = cpu_share(cpu_before, cpu_counters())
         coordinator.stop()
