@@ -1,21 +1,19 @@
 from django.urls import path
 
-from alliance import views
+from alliance import audit_views, views
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("apply/", views.apply, name="apply"),
     path("apply/thanks/", views.apply_thanks, name="apply-thanks"),
     path("invitation/<uidb64>/<token>/", views.invitation_accept, name="invitation-accept"),
-    path("dashboard/", views.dashboard, name="dashboard"),
     path("institutions/<slug:slug>/", views.institution_detail, name="institution-detail"),
     path("institutions/<slug:slug>/edit/", views.institution_edit, name="institution-edit"),
-    path("my/institution/", views.my_institution, name="my-institution"),
     path(
         "my/institution/people/<int:membership_id>/<str:action>/",
         views.member_action,
         name="member-action",
     ),
     path("staff/", views.staff_overview, name="staff-overview"),
-    path("audit/", views.audit_list, name="audit-list"),
+    path("audit/", audit_views.audit_list, name="audit-list"),
+    path("audit/export.<str:fmt>", audit_views.audit_export, name="audit-export"),
 ]

@@ -5,8 +5,7 @@ from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.tokens import default_token_generator
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.encoding import force_str
@@ -15,24 +14,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from alliance import selectors, services
-from alliance.forms import ApplicationForm, InstitutionProfileForm, InviteForm, RoleForm
+from alliance.forms import ApplicationForm, InstitutionProfileForm, RoleForm
 from alliance.permissions import access_institution, access_member, membership_of, require_staff
 from portal.common.errors import ApplicationError
 from portal.common.pages import attempt, form_errors_from
 
 User = get_user_model()
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "alliance/home.html",
-        {
-            "directory": selectors.institution_directory_by_sector(),
-            "sector_counts": selectors.member_counts_by_sector(),
-            "member_total": selectors.institution_directory().count(),
-        },
-    )
 
 
 def apply(request: HttpRequest) -> HttpResponse:
@@ -74,15 +61,6 @@ def invitation_accept(request: HttpRequest, uidb64: str, token: str) -> HttpResp
     return render(request, "alliance/invitation_accept.html", {"form": form, "invited_user": user})
 
 
-@login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
-    if request.user.is_staff and membership_of(request.user) is None:
-        return redirect("staff-overview")
-    membership = membership_of(request.user)
-    events = selectors.audit_event_list_for(request.user)[:10]
-    return render(request, "alliance/dashboard.html", {"membership": membership, "events": events})
-
-
 def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
     institution = access_institution(request.user, slug)
     own = membership_of(request.user)
@@ -122,38 +100,6 @@ def institution_edit(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect(institution)
     return render(
         request, "alliance/institution_edit.html", {"form": form, "institution": institution}
-    )
-
-
-@login_required
-def my_institution(request: HttpRequest) -> HttpResponse:
-    """People management for one's own institution: who is in, with which role."""
-    own = membership_of(request.user)
-    if own is None:
-        raise PermissionDenied(_("You do not belong to a member institution."))
-    can_manage = request.user.has_perm("alliance.manage_members", own.institution)
-    invite_form = InviteForm(request.POST or None)
-    if request.method == "POST" and invite_form.is_valid():
-        try:
-            membership = services.member_invite(actor=request.user, **invite_form.cleaned_data)
-        except (ApplicationError, PermissionDenied, ValidationError) as exc:
-            form_errors_from(invite_form, exc)
-        else:
-            messages.success(
-                request, _("Invitation sent to %(email)s.") % {"email": membership.user.email}
-            )
-            return redirect("my-institution")
-    return render(
-        request,
-        "alliance/my_institution.html",
-        {
-            "institution": own.institution,
-            "membership": own,
-            "people": selectors.member_list_for(request.user),
-            "can_manage": can_manage,
-            "invite_form": invite_form,
-            "role_form": RoleForm(),
-        },
     )
 
 
@@ -210,11 +156,3 @@ def staff_overview(request: HttpRequest) -> HttpResponse:
             "status_rows": selectors.institution_status_rows(),
         },
     )
-
-
-@login_required
-def audit_list(request: HttpRequest) -> HttpResponse:
-    """The audit events the person may read, newest first."""
-    events = selectors.audit_event_list_for(request.user).select_related("actor")
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
-    return render(request, "alliance/audit_list.html", {"page": page})

@@ -3,9 +3,18 @@
 from django.urls import path
 
 from projects import run_views, views
+from projects.dashboards import alliance_views, institution_views
 
 urlpatterns = [
+    path("", alliance_views.home, name="home"),
+    path("dashboard/", alliance_views.dashboard, name="dashboard"),
     path("inbox/", views.inbox, name="inbox"),
+    path("my/institution/", institution_views.institution_dashboard, name="my-institution"),
+    path(
+        "my/institution/datasets/<int:dataset_id>/runs/",
+        institution_views.institution_dataset_runs,
+        name="my-institution-dataset-runs",
+    ),
     path("problems/", views.problem_list, name="problem-list"),
     path("problems/new/", views.problem_propose, name="problem-propose"),
     path("problems/<slug:slug>/", views.problem_detail, name="problem-detail"),

@@ -5,7 +5,12 @@ from alliance.services.applications import (
     application_reject,
     application_submit,
 )
-from alliance.services.audit import ChainVerification, audit_record, audit_verify
+from alliance.services.audit import (
+    ChainVerification,
+    audit_chain_status,
+    audit_record,
+    audit_verify,
+)
 from alliance.services.institutions import (
     institution_reinstate,
     institution_suspend,
@@ -26,6 +31,7 @@ __all__ = [
     "application_approve",
     "application_reject",
     "application_submit",
+    "audit_chain_status",
     "audit_record",
     "audit_verify",
     "institution_reinstate",

@@ -5,7 +5,7 @@
  * id="ID"> (Django's json_script). The data is plain:
  *
  *   {"type": "line" | "bar", "labels": [...], "x_label": "...", "y_label": "...",
- *    "y_min": 0, "y_max": 1, "stacked": false,
+ *    "y_min": 0, "y_max": 1, "y_whole": false, "stacked": false,
  *    "datasets": [{"label": "...", "data": [...], "dashed": false}]}
  *
  * Every chart's page also shows its figures as a table (in a <details> or beside it), so the
@@ -53,8 +53,9 @@
     });
   }
 
-  function axis(title, extra) {
-    var options = { title: { display: !!title, text: title || "" }, ticks: { precision: 0 } };
+  function axis(title, extra, whole) {
+    // Whole-number ticks suit round numbers and counts, not accuracies between 0 and 1.
+    var options = { title: { display: !!title, text: title || "" }, ticks: whole ? { precision: 0 } : {} };
     for (var key in extra || {}) {
       options[key] = extra[key];
     }
@@ -93,8 +94,8 @@
         interaction: { mode: "nearest", intersect: false },
         plugins: { legend: { display: (spec.datasets || []).length > 1, position: "bottom" } },
         scales: {
-          x: axis(spec.x_label, spec.stacked ? { stacked: true } : {}),
-          y: axis(spec.y_label, y),
+          x: axis(spec.x_label, spec.stacked ? { stacked: true } : {}, true),
+          y: axis(spec.y_label, y, !!spec.y_whole),
         },
       },
     });

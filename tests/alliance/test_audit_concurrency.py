@@ -1,4 +1,4 @@
-"""Concurrent writers must not fork the chain (PostgreSQL: the advisory lock serialises them)."""
+"""Concurrent writers must not fork the chain, and a change racing a chain check is not lost."""
 
 import threading
 
@@ -6,8 +6,8 @@ import pytest
 from django.db import connection, transaction
 
 from alliance import services
-from alliance.models import AuditEvent
-from alliance.services.audit import audit_record
+from alliance.models import AuditCheckpoint, AuditEvent
+from alliance.services.audit import _lock_checkpoint, _save_checkpoint, audit_record, verify_events
 from tests.conftest import require_postgres
 
 WRITERS = 8
@@ -46,3 +46,36 @@ def test_concurrent_appends_keep_one_chain():
     result = services.audit_verify()
     assert result.ok, result
     assert result.count == total
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_change_during_a_check_still_clears_the_checkpoint():
+    """A raw UPDATE racing a chain check waits for it, then clears the checkpoint it saved."""
+    require_postgres()
+    with transaction.atomic():
+        for i in range(3):
+            audit_record(actor=None, action="test.raced", payload={"i": i})
+    updated = threading.Event()
+
+    def tamper() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("UPDATE alliance_auditevent SET payload = '{}' WHERE seq = 2")
+            updated.set()
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        _lock_checkpoint()
+        result = verify_events(AuditEvent.objects.order_by("seq"))
+        thread = threading.Thread(target=tamper)
+        thread.start()
+        # The tamperer's trigger needs the checkpoint table: it waits for this check to commit.
+        assert not updated.wait(timeout=1.0)
+        _save_checkpoint(result)
+    thread.join(timeout=30)
+    assert updated.is_set()
+    assert not AuditCheckpoint.objects.exists()
+    status = services.audit_chain_status()
+    assert (status.ok, status.first_broken_seq) == (False, 2)

@@ -9,7 +9,8 @@ class Command(BaseCommand):
     help = (
         "Recompute the audit trail's hash chain. Exit 0 and the number of events when it is "
         "intact; exit 1 and the first broken sequence number when any event was altered, "
-        "removed or reordered."
+        "removed or reordered. Trusts no checkpoint; afterwards the audit badge's checkpoint "
+        "covers exactly the events found intact."
     )
 
     def handle(self, *args: object, **options: object) -> None:
