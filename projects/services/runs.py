@@ -506,7 +506,7 @@ def run_advance(run_id: int) -> Round | None:
         audit_record(
             actor=None,
             action="round.started",
-            target=round_,
+            target=run,  # a round's events name its run, so one filter finds the whole run
             subject_institution=run.institution,
             payload={
                 "problem": run.problem.slug,
@@ -666,7 +666,7 @@ def _record_answer(reply: Any, received: float) -> int | None:
             audit_record(
                 actor=None,
                 action="round.update_rejected",
-                target=site.round,
+                target=site.round.run,
                 subject_institution=site.institution,
                 payload={
                     "run": site.round.run.number,
@@ -820,7 +820,7 @@ def _round_close(
         audit_record(
             actor=None,
             action="round.failed",
-            target=round_,
+            target=round_.run,
             subject_institution=run.institution,
             payload={**summary, "reason": round_.reason},
         )
@@ -865,7 +865,7 @@ def _round_close(
     audit_record(
         actor=None,
         action="round.closed",
-        target=round_,
+        target=round_.run,
         subject_institution=run.institution,
         payload={
             **summary,
