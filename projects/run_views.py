@@ -5,14 +5,11 @@ A run page works without JavaScript (a reload shows the current state); with it,
 changes while the run trains is fetched again every two seconds from the ``run-live`` page.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,18 +19,17 @@ from django.views.decorators.http import require_POST
 
 from portal.common.errors import ApplicationError, error_text
 from portal.common.pages import REFUSALS, attempt
+from projects.dashboards.run import parse_window, run_dashboard, run_page
 from projects.downloads import model_file_response
 from projects.models import (
     AgreementVersion,
     ModelFamily,
     Problem,
-    Round,
-    SiteRound,
     Strategy,
     TrainingRun,
 )
 from projects.permissions import access_problem
-from projects.selectors import problem_run, runs_with_progress
+from projects.selectors import problem_run
 from projects.services.runs import (
     DEFAULTS,
     LaunchConfig,
@@ -51,38 +47,6 @@ STRATEGY_OPTION = {
     Strategy.TRIMMED_MEAN: "beta",
     Strategy.FEDADAM: "eta",
 }
-
-METRIC_LABELS = {
-    "accuracy": gettext_lazy("Accuracy"),
-    "loss": gettext_lazy("Loss"),
-    "r2": gettext_lazy("R²"),
-    "mse": gettext_lazy("Mean squared error"),
-    "mae": gettext_lazy("Mean absolute error"),
-}
-
-TIMING_LABELS = {
-    "dispatch": gettext_lazy("dispatch"),
-    "queue_wait": gettext_lazy("queue"),
-    "site_compute": gettext_lazy("site training"),
-    "collection": gettext_lazy("collection"),
-    "aggregation": gettext_lazy("aggregation"),
-    "persistence": gettext_lazy("storage"),
-}
-
-
-def metric_keys(run: TrainingRun) -> list[str]:
-    """The metrics a run's rounds are shown with: what its task's sites report first."""
-    if (run.spec or {}).get("task") == "regression":
-        return ["r2", "loss"]
-    return ["accuracy", "loss"]
-
-
-def main_metric(run: TrainingRun, metrics: dict[str, Any] | None) -> tuple[str, float] | None:
-    for key in metric_keys(run):
-        value = (metrics or {}).get(key)
-        if isinstance(value, int | float):
-            return str(METRIC_LABELS[key]), float(value)
-    return None
 
 
 def run_url(run: TrainingRun) -> str:
@@ -126,19 +90,17 @@ def launch_refusals(user: Any, problem: Problem) -> list[str]:
 @login_required
 def run_list(request: HttpRequest, slug: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
-    runs = runs_with_progress(problem)
-    page = Paginator(runs, 25).get_page(request.GET.get("page"))
-    rows = []
-    for run in page.object_list:
-        run.problem = problem
-        rows.append((run, main_metric(run, run.last_metrics)))
+    before, after, valid = parse_window(request.GET)
+    if not valid:
+        messages.warning(
+            request, _("“before” and “after” take a run number; the latest runs are shown instead.")
+        )
     return render(
         request,
         "projects/run_list.html",
         {
             "problem": problem,
-            "page": page,
-            "rows": rows,
+            "page": run_page(problem, before=before, after=after),
             "can_launch": not launch_refusals(request.user, problem),
         },
     )
@@ -292,58 +254,18 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
 # --- One run --------------------------------------------------------------------------------------
 
 
-@dataclass
-class RoundRow:
-    round: Round
-    metrics: list[tuple[str, float | None]]
-    sites: list[SiteRound]
-    timings: list[tuple[str, float]]
-    duration: float | None
-
-
-def _round_rows(run: TrainingRun) -> list[RoundRow]:
-    rounds = run.round_set.prefetch_related(
-        Prefetch(
-            "sites",
-            queryset=SiteRound.objects.select_related("institution").order_by("institution__name"),
-        )
-    ).order_by("number")
-    keys = metric_keys(run)
-    rows = []
-    for round_ in rounds:
-        timings = [
-            (str(label), float(round_.timings[key]))
-            for key, label in TIMING_LABELS.items()
-            if isinstance(round_.timings.get(key), int | float)
-        ]
-        duration = (
-            (round_.closed_at - round_.started_at).total_seconds() if round_.closed_at else None
-        )
-        rows.append(
-            RoundRow(
-                round=round_,
-                metrics=[(key, round_.metrics.get(key)) for key in keys],
-                sites=list(round_.sites.all()),
-                timings=timings,
-                duration=duration,
-            )
-        )
-    return rows
-
-
 def _live_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
-    keys = metric_keys(run)
+    before, after, _valid = parse_window(request.GET)
     allowed = may_download(request.user, run)
-    rows = _round_rows(run)
+    dashboard = run_dashboard(run, before=before, after=after)
     return {
         "problem": run.problem,
         "run": run,
-        "rows": rows,
-        "done": sum(1 for row in rows if row.round.status == Round.Status.SUCCEEDED),
-        "metric_labels": [str(METRIC_LABELS[k]) for k in keys],
-        "models": list(run.models.order_by("round_number")),
+        "dash": dashboard,
+        "done": dashboard.done,
         "may_download": allowed,
         "download_refusal": None if allowed else download_refusal(run),
+        "charts_kept": False,
     }
 
 
@@ -351,6 +273,11 @@ def _live_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     problem = access_problem(request.user, slug)
     run = problem_run(problem, number)
+    if not parse_window(request.GET)[2]:
+        messages.warning(
+            request,
+            _("“before” and “after” take a round number; the latest rounds are shown instead."),
+        )
     context = _live_context(request, run)
     context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
     return render(request, "projects/run_detail.html", context)
@@ -360,9 +287,11 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 def run_live(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """The part of the run page that changes while it trains, for the page's poller."""
     problem = access_problem(request.user, slug)
-    response = render(
-        request, "projects/run_live.html", _live_context(request, problem_run(problem, number))
-    )
+    context = _live_context(request, problem_run(problem, number))
+    # The poller says which closed rounds its charts show; until another round closes they
+    # are the same, so the charts' data (most of the part's weight) is not sent again.
+    context["charts_kept"] = request.GET.get("charts") == context["dash"].state
+    response = render(request, "projects/run_live.html", context)
     response["Cache-Control"] = "no-store"
     return response
 

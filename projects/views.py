@@ -29,6 +29,7 @@ from portal.common.errors import error_text
 from portal.common.pages import REFUSALS, attempt, form_error_text, form_errors_from
 from projects import selectors, services
 from projects.context_processors import pending_items
+from projects.dashboards.problem import problem_dashboard
 from projects.diff import definition_diff
 from projects.forms import (
     ROWS_PER_CLICK,
@@ -473,6 +474,13 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
         and own.status == Participation.Status.ACTIVE
         and problem.proposer_id != actor.institution_id,
         "own": own,
+        "dash": problem_dashboard(
+            problem,
+            participations=participations,
+            revisions=revisions,
+            versions=versions,
+            datasets=datasets,
+        ),
     }
     if can_manage:
         context["invite_form"] = InviteParticipantForm(institutions=_invitable(participations))

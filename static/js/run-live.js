@@ -2,8 +2,8 @@
  * Keeps a training run's page current while the run trains.
  *
  * Every two seconds it fetches the page's live part (#run-live, from its data-live-url) and puts
- * the new content in place; it stops once that part says data-finished="true". The page works
- * without this script: a reload shows the same state.
+ * the new content in place and redraws its charts; it stops once that part says
+ * data-finished="true". The page works without this script: a reload shows the same state.
  */
 (function () {
   "use strict";
@@ -49,6 +49,9 @@
     if (text !== last) {
       current.replaceWith(next);
       last = text;
+      if (window.PortalCharts) {
+        window.PortalCharts.drawAll(next);
+      }
       announce(next);
     }
     if (finished(next)) {

@@ -1,5 +1,7 @@
-"""A researcher launches a federated run in the browser and watches its rounds arrive."""
+"""A researcher launches a federated run in the browser and watches its rounds arrive: the
+curve gains a point per completed round without a reload and the final accuracy shows."""
 
+import json
 import re
 
 import pytest
@@ -30,16 +32,35 @@ def test_a_researcher_launches_a_run_and_watches_it_finish(page, broker_ready, t
     with workers(["coordinator", *[f"site.{slug}" for slug in SITES]]):
         page.get_by_role("button", name="Launch the run").click()
         page.get_by_role("heading", name=re.compile("Run 1")).wait_for()
-        # The page is not reloaded: the live fragment brings every round and the final state.
+        # A mark on the window survives only if the page is never reloaded.
+        page.evaluate("window.__stayedOnPage = true")
+        accuracy = page.locator('canvas[data-chart="run-chart-accuracy"]')
+        # The curve appears with the first completed round, brought by the poller.
+        page.locator('canvas[data-chart="run-chart-accuracy"][data-points]').wait_for(
+            timeout=60_000
+        )
         page.locator('#run-live[data-finished="true"]').wait_for(timeout=60_000)
 
     run = TrainingRun.objects.get()
     assert run.status == TrainingRun.Status.SUCCEEDED
+    assert page.evaluate("window.__stayedOnPage") is True
     live = page.locator("#run-live")
     assert "Succeeded" in live.inner_text()
     assert page.locator("#round-4").is_visible()
+    # One point per completed round, drawn by Chart.js from the refreshed part's data.
+    assert accuracy.get_attribute("data-points") == "4"
+    timings = page.locator('canvas[data-chart="run-chart-timings"]')
+    assert timings.get_attribute("data-points") == "4"
+    points = json.loads(page.locator("script#run-chart-accuracy").text_content())
+    assert points["labels"] == ["1", "2", "3", "4"]
+    final = run.round_set.get(number=4)
+    headline = page.locator("#run-headline").inner_text()
+    assert "Accuracy of the final model" in headline
+    assert f"{final.metrics['accuracy']:.4f}" in headline
+    # Every site contributed to every round.
+    assert page.locator("#round-4 td.site-contributed").count() == len(SITES)
     # Cancelling makes no sense any more: the offer went with the last round.
     assert not page.get_by_text("Cancel this run").is_visible()
-    final = run.models.get(round_number=4)
-    assert final.sha256 in page.content()
+    model = run.models.get(round_number=4)
+    assert model.sha256 in page.content()
     page.screenshot(path=str(ARTIFACTS / "run-succeeded.png"), full_page=True)

@@ -263,11 +263,15 @@ def test_run_page_shows_configuration_rounds_sites_and_models(client, ready):
     assert url("agreement-detail", SLUG, 1) in page
     assert 'id="round-1"' in page and 'id="round-2"' in page
     assert "0.8125" in page and "0.4321" in page
-    assert "North Hospital: Contributed" in page
-    assert "Harbour Hospital: Training" in page  # round 2 still waits for it
-    # A rejected update: the reason as a tooltip and as visible text.
-    assert 'title="The update moves the model farther than the run allows (norm=12345)."' in page
-    assert "Harbour Hospital: Rejected</span> <small>The update moves" in page
+    round_1 = re.search(r'<tr id="round-1">(.*?)</tr>', page, re.S).group(1)
+    round_2 = re.search(r'<tr id="round-2">(.*?)</tr>', page, re.S).group(1)
+    # Columns are sites by name: Harbour (B) then North (A).
+    assert re.findall(r'<td class="site-(\w+)">', round_1) == ["rejected", "contributed"]
+    assert re.findall(r'<td class="site-(\w+)">', round_2) == ["dispatched", "dispatched"]
+    # A rejected update: the reason as a tooltip and as text for screen readers and keyboards.
+    reason = "Rejected: The update moves the model farther than the run allows (norm=12345)."
+    assert f'title="{reason}" tabindex="0"' in round_1
+    assert f'<span class="visually-hidden">{reason}</span>' in round_1
     model = run.models.get(round_number=1)
     assert model.sha256 in page
     assert url("model-download", SLUG, run.number, 1) in page
@@ -303,7 +307,7 @@ def test_run_list_shows_rounds_done_and_the_latest_metric(client, ready):
     page = text(client.get(url("run-list", SLUG)))
     assert url("run", SLUG, run.number) in page
     assert "1 of 3" in page
-    assert "Accuracy 0.8125" in page
+    assert 'Accuracy <span class="num">0.8125</span>' in page
     assert "a-researcher" in page or "north-hospital-researcher" in page
 
 
