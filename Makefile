@@ -55,8 +55,9 @@ seed: migrate ## Seed the demo alliance (idempotent)
 verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 	$(BIN)/python manage.py verify_audit
 
-bench: $(VENV)/.runtime ## Time 20 federated rounds through the configured broker and workers
+bench: $(VENV)/.runtime ## Time 20 federated rounds, then the dashboards on a large seeded alliance
 	$(BIN)/python bench/federation.py
+	$(BIN)/python bench/dashboards.py
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

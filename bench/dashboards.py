@@ -34,7 +34,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from federation import (  # noqa: E402 - a sibling script, not a package
+# A sibling script, not a package: found through the path above.
+from federation import (
     RESULTS,
     BenchFailed,
     cpu_counters,
@@ -192,22 +193,26 @@ def time_page(
     from django.test.utils import CaptureQueriesContext
 
     headers = headers or {}
-    times: list[float] = []
-    cold = None
-    status = None
-    for index in range(warmup + requests):
+
+    failure: list[str] = []
+
+    def get() -> tuple[float, int]:
         started = time.perf_counter()
         response = client.get(url, headers=headers)
         elapsed = time.perf_counter() - started
-        status = response.status_code
-        if status != 200:
-            return {"url": url, "status": status, "cold_ms": round(elapsed * 1000, 1)}
-        if index == 0:
-            cold = elapsed
-            if elapsed > SLOW_PAGE:
-                requests = min(requests, 10)
-        if index >= warmup:
-            times.append(elapsed)
+        if getattr(response, "exc_info", None):
+            failure.append(repr(response.exc_info[1])[:500])
+        return elapsed, response.status_code
+
+    cold, status = get()
+    if status != 200:
+        row = {"url": url, "status": status, "cold_ms": round(cold * 1000, 1)}
+        return {**row, "error": failure[0]} if failure else row
+    if cold > SLOW_PAGE:
+        warmup, requests = 1, min(requests, 10)
+    for _ in range(warmup - 1):
+        get()
+    times = [get()[0] for _ in range(requests)]
     with CaptureQueriesContext(connection) as captured:
         response = client.get(url, headers=headers)
     queries = [
@@ -266,12 +271,22 @@ def pages(s: dict[str, Any], member: Any, staff: Any, anonymous: Any) -> list[di
         {"page": "audit-list", "as": "staff", "client": staff, "url": url_for("audit-list")},
         {"page": "audit-list last page", "as": "staff", "client": staff, "url": None},
         {"page": "audit-list filtered", "as": "staff", "client": staff, "url": None},
-        {"page": "staff-overview", "as": "staff", "client": staff, "url": url_for("staff-overview")},
+        {
+            "page": "staff-overview",
+            "as": "staff",
+            "client": staff,
+            "url": url_for("staff-overview"),
+        },
         {"page": "admin:index", "as": "staff", "client": staff, "url": url_for("admin:index")},
     ]
 
 
 def measure(s: dict[str, Any], warmup: int, requests: int) -> list[dict[str, Any]]:
+    import logging
+
+    # A page that fails is reported in one line (and its error kept in the results), not with
+    # a traceback per request.
+    logging.getLogger("django.request").setLevel(logging.CRITICAL)
     member = client_for(s["member"])
     staff = client_for(s["staff"])
     anonymous = client_for(None)
@@ -303,7 +318,7 @@ def measure(s: dict[str, Any], warmup: int, requests: int) -> list[dict[str, Any
                 f"  {row['queries']:3d} queries"
             )
         else:
-            say(f"  {label:<34} status {row['status']}")
+            say(f"  {label:<34} status {row['status']} {row.get('error', '')}")
         rows.append(row)
     return rows
 
@@ -357,7 +372,7 @@ def print_summary(result: dict[str, Any], path: Path) -> None:
                 f"{row['cold_ms']:7.1f}ms {row['queries']:8d}  {verdict(target['pass'])}"
             )
         else:
-            say(f"{label:<34} {str(row['status']):>9}{'':>30}  {verdict(target['pass'])}")
+            say(f"{label:<34} {row['status']!s:>9}{'':>30}  {verdict(target['pass'])}")
     for target in result["targets"][len(result["pages"]) :]:
         say(f"{target['target']}: {target['value']}  {verdict(target['pass'])}")
     share = result["machine"].get("cpu_during_timing")
