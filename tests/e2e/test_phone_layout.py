@@ -1,0 +1,53 @@
+"""The dashboards fit a phone's width: wide tables scroll inside themselves, the page does not."""
+
+import pytest
+from django.urls import reverse
+
+from projects.services import runs
+from tests.e2e.conftest import ARTIFACTS
+from tests.factories import PASSWORD
+from tests.projects.scenario import build_scenario
+from tests.projects.test_dashboard_run import seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_dashboards_fit_a_phone(page, monkeypatch):
+    scenario = build_scenario().ready()
+    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)  # read here, never trained
+    run = runs.run_launch(
+        actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=40)
+    )
+    seed(scenario, run, 30)
+    slug = scenario.problem.slug
+    pages = {
+        "home": reverse("home"),
+        "dashboard": reverse("dashboard"),
+        "my institution": reverse("my-institution"),
+        "inbox": reverse("inbox"),
+        "problem": reverse("problem-detail", args=[slug]),
+        "runs": reverse("run-list", args=[slug]),
+        "run": reverse("run", args=[slug, run.number]),
+        "audit trail": reverse("audit-list"),
+    }
+
+    page.set_viewport_size(PHONE)
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(scenario.a.researcher.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/dashboard/")
+
+    too_wide = {}
+    for name, path in pages.items():
+        response = page.goto(path)
+        assert response is not None and response.status == 200, name
+        width = page.evaluate("document.documentElement.scrollWidth")
+        if width > PHONE["width"]:
+            too_wide[name] = width
+        if name == "run":
+            page.locator("canvas[data-points]").first.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "run-on-a-phone.png"), full_page=True)
+    assert not too_wide, f"pages wider than a {PHONE['width']} px phone: {too_wide}"
