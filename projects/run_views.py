@@ -2,7 +2,8 @@
 
 Like the other pages they parse, fetch through ``access_problem``, call one service and render.
 A run page works without JavaScript (a reload shows the current state); with it, the part that
-changes while the run trains is fetched again every two seconds from the ``run-live`` page.
+changes while the run trains is fetched again every two seconds from the ``run-live`` page,
+which leaves the charts out while no round has closed since the poller's last copy.
 """
 
 from typing import Any

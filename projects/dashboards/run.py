@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.core.cache import cache
@@ -106,9 +107,14 @@ class Mark:
     label: str
     reason: str = ""
 
-    @property
+    # Cached: a window shows the same few marks a hundred times, each read three times.
+    @cached_property
     def text(self) -> str:
         return f"{self.label}: {self.reason}" if self.reason else self.label
+
+    @cached_property
+    def cell(self) -> str:
+        return f"site-{self.status or 'absent'}"
 
 
 @dataclass(frozen=True)
@@ -486,6 +492,7 @@ def _lines(
     absent = Mark("", "", _("Not part of this round"))
     main = keys.index(main_key)
     contributed = SiteRound.Status.CONTRIBUTED
+    known: dict[tuple[str, str], Mark] = {}
     lines: list[RoundLine] = []
     for id_, number, status, reason, contributors, metrics, timings, excluded, start, end in rounds:
         round_parts = parts.get(id_, {})
@@ -496,21 +503,26 @@ def _lines(
             part = round_parts.get(name)
             if part is not None:
                 site_status, site_reason, values = part
-                marks.append(
-                    Mark(
+                if site_status == contributed:
+                    site_reason = ""
+                    site_metrics.append(_fixed(values[main], 4))
+                else:
+                    site_metrics.append("—")
+                mark = known.get((site_status, site_reason))
+                if mark is None:
+                    mark = known[site_status, site_reason] = Mark(
                         status=site_status,
                         symbol=MARK_SYMBOLS.get(site_status, "?"),
                         label=statuses.get(site_status, site_status),
-                        reason=site_reason if site_status != contributed else "",
+                        reason=site_reason,
                     )
-                )
-                site_metrics.append(_fixed(values[main], 4) if site_status == contributed else "—")
+                marks.append(mark)
             else:
+                site_metrics.append("—")
                 if name in left_out:
                     marks.append(Mark("none", MARK_SYMBOLS["none"], left_label, left_out[name]))
                 else:
                     marks.append(absent)
-                site_metrics.append("—")
         lines.append(
             RoundLine(
                 number=str(number),

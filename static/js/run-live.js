@@ -2,14 +2,20 @@
  * Keeps a training run's page current while the run trains.
  *
  * Every two seconds it fetches the page's live part (#run-live, from its data-live-url) and puts
- * the new content in place and redraws its charts; it stops once that part says
+ * the new content in place and draws its new charts; it stops once that part says
  * data-finished="true". The page works without this script: a reload shows the same state.
+ *
+ * Charts only change when a round closes. The request names the closed rounds the page's
+ * charts show (?charts=<data-charts>); while no other round has closed, the answer holds an
+ * empty <div data-kept> with the same id and data-state in place of each chart, and the chart
+ * already drawn is moved into the new part instead.
  */
 (function () {
   "use strict";
 
   var INTERVAL = 2000;
   var last = null;
+  var full = false; // ask for the charts too on the next beat
 
   function live() {
     return document.getElementById("run-live");
@@ -35,6 +41,41 @@
     }
   }
 
+  // Moves the charts of the current part into the new one's placeholders; false if one is
+  // missing, and then nothing is touched.
+  function keepCharts(current, next) {
+    var holes = next.querySelectorAll("[data-kept]");
+    var kept = [];
+    for (var i = 0; i < holes.length; i++) {
+      var old = document.getElementById(holes[i].id);
+      if (
+        !old ||
+        !current.contains(old) ||
+        old.hasAttribute("data-kept") ||
+        old.getAttribute("data-state") !== holes[i].getAttribute("data-state")
+      ) {
+        return false;
+      }
+      kept.push([holes[i], old]);
+    }
+    for (var j = 0; j < kept.length; j++) {
+      kept[j][0].replaceWith(kept[j][1]);
+    }
+    return true;
+  }
+
+  function drawNew(root) {
+    if (!window.PortalCharts || !window.Chart) {
+      return;
+    }
+    var canvases = root.querySelectorAll("canvas[data-chart]");
+    for (var i = 0; i < canvases.length; i++) {
+      if (!window.Chart.getChart(canvases[i])) {
+        window.PortalCharts.draw(canvases[i]);
+      }
+    }
+  }
+
   function apply(text) {
     var current = live();
     var holder = document.createElement("template");
@@ -47,16 +88,28 @@
     }
     // Replacing only on change keeps the reader's place (and an open tooltip) between polls.
     if (text !== last) {
+      if (!keepCharts(current, next)) {
+        full = true;
+        return;
+      }
       current.replaceWith(next);
       last = text;
-      if (window.PortalCharts) {
-        window.PortalCharts.drawAll(next);
-      }
+      drawNew(next);
       announce(next);
     }
     if (finished(next)) {
       stop();
     }
+  }
+
+  function address(current) {
+    var url = new URL(current.getAttribute("data-live-url"), window.location.href);
+    var charts = current.getAttribute("data-charts");
+    if (charts && !full) {
+      url.searchParams.set("charts", charts);
+    }
+    full = false;
+    return url.toString();
   }
 
   function poll() {
@@ -72,7 +125,7 @@
       window.setTimeout(poll, INTERVAL);
       return;
     }
-    fetch(current.getAttribute("data-live-url"), {
+    fetch(address(current), {
       credentials: "same-origin",
       cache: "no-store",
       headers: { Accept: "text/html" },

@@ -1,19 +1,26 @@
 """A researcher launches a federated run in the browser and watches its rounds arrive: the
-curve gains a point per completed round without a reload and the final accuracy shows."""
+curve gains a point per completed round without a reload and the final accuracy shows. While
+no round closes, the poller keeps the charts it has drawn."""
 
 import json
 import re
 
 import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
 
 from projects.models import TrainingRun
 from tests.e2e.conftest import ARTIFACTS
 from tests.projects.federation_setup import SITES, seed_medical
+from tests.projects.scenario import Scenario, build_scenario
+from tests.projects.test_dashboard_run import SLUG, close_open_round, launch, seed
 from tests.projects.test_federated_runs import workers
 
-pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.mark.worker
 def test_a_researcher_launches_a_run_and_watches_it_finish(page, broker_ready, tmp_path):
     problem = seed_medical(tmp_path)
 
@@ -64,3 +71,50 @@ def test_a_researcher_launches_a_run_and_watches_it_finish(page, broker_ready, t
     model = run.models.get(round_number=4)
     assert model.sha256 in page.content()
     page.screenshot(path=str(ARTIFACTS / "run-succeeded.png"), full_page=True)
+
+
+@pytest.fixture
+def ready(transactional_db) -> Scenario:
+    return build_scenario().ready()
+
+
+def test_polls_keep_the_drawn_charts_until_a_round_closes(page, live_server, ready):
+    run = launch(ready, rounds=20)
+    seed(ready, run, 6)
+    client = Client()
+    client.force_login(ready.a.researcher)
+    page.context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+            }
+        ]
+    )
+    polls: list[str] = []
+    page.on("request", lambda request: "/live/" in request.url and polls.append(request.url))
+    page.goto(reverse("run", args=[SLUG, run.number]))
+    accuracy = 'canvas[data-chart="run-chart-accuracy"]'
+    page.locator(f'{accuracy}[data-points="6"]').wait_for()
+    page.evaluate(
+        f"""() => {{
+        document.querySelector('{accuracy}').dataset.original = "yes";
+        document.getElementById("run-live").dataset.original = "yes";
+    }}"""
+    )
+    # The first poll always puts its part in place; its charts are the ones already drawn.
+    page.locator("#run-live:not([data-original])").wait_for(timeout=10_000)
+    assert page.locator(f'{accuracy}[data-original="yes"][data-points="6"]').count() == 1
+    assert page.locator("script#run-chart-accuracy").count() == 1
+    assert page.locator("[data-kept]").count() == 0
+    assert polls and all("charts=" in address for address in polls)
+
+    close_open_round(run, 7)
+    page.locator(f'{accuracy}[data-points="7"]').wait_for(timeout=10_000)
+    assert page.locator(f'{accuracy}[data-original="yes"]').count() == 0  # drawn afresh
+    assert page.locator('canvas[data-chart="run-chart-timings"]').get_attribute("data-points") == (
+        "7"
+    )
+    assert page.locator("#round-7 td.site-contributed").count() == 3
+    page.screenshot(path=str(ARTIFACTS / "run-live-charts-kept.png"), full_page=True)

@@ -10,11 +10,13 @@ import json
 import re
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from projects.dashboards.run import WINDOW
 from projects.models import Dataset, ModelVersion, Round, SiteRound, TrainingRun
 from projects.services.runs import LaunchConfig, run_launch
 from tests.projects.scenario import Scenario, make_site
@@ -180,6 +182,17 @@ def test_run_page_and_live_part_queries_do_not_grow_with_rounds(client, ready):
         assert few == _queries(client, url(name, SLUG, large.number) + "?after=7")
 
 
+def test_cached_and_uncached_pages_take_the_same_queries(client, ready):
+    run = launch(ready, rounds=60)
+    seed(ready, run, 50)
+    client.force_login(ready.b.viewer)
+    client.get(url("run", SLUG, run.number))  # sessions and the like, not the closed rounds
+    for query in ("", "?before=12"):
+        cache.clear()
+        cold = _queries(client, url("run", SLUG, run.number) + query)
+        assert cold == _queries(client, url("run", SLUG, run.number) + query)
+
+
 # --- Curves ----------------------------------------------------------------------------------
 
 
@@ -295,33 +308,39 @@ def test_timings_are_a_stacked_chart_and_a_table(client, ready):
 
 
 def test_long_runs_show_a_window_of_rounds_with_cursor_links(client, ready):
-    run = launch(ready, rounds=200)
-    seed(ready, run, 120, open_round=False)
+    w = WINDOW
+    closed = 6 * w
+    first = closed - w + 1  # the latest window is first..closed
+    run = launch(ready, rounds=closed + 10)
+    seed(ready, run, closed, open_round=False)
     client.force_login(ready.a.researcher)
     base = url("run", SLUG, run.number)
 
     page = text(client.get(base))
-    assert 'id="round-120"' in page and 'id="round-71"' in page
-    assert 'id="round-70"' not in page
-    assert f"{base}?before=71#rounds" in page
+    assert f'id="round-{closed}"' in page and f'id="round-{first}"' in page
+    assert f'id="round-{first - 1}"' not in page
+    assert f"{base}?before={first}#rounds" in page
     assert "?after=" not in page
-    assert len(chart(page, "run-chart-accuracy")["labels"]) == 120  # the curve covers all
-    assert f"{run.pk:08x}{120:056x}" in page  # the model of the newest round
-    assert f"{run.pk:08x}{70:056x}" not in page
+    assert len(chart(page, "run-chart-accuracy")["labels"]) == closed  # the curve covers all
+    assert f"{run.pk:08x}{closed:056x}" in page  # the model of the newest round
+    assert f"{run.pk:08x}{first - 1:056x}" not in page
 
-    page = text(client.get(base + "?before=71"))
-    assert 'id="round-70"' in page and 'id="round-21"' in page
-    assert 'id="round-71"' not in page and 'id="round-20"' not in page
-    assert f"{base}?before=21#rounds" in page and f"{base}?after=70#rounds" in page
-    assert 'data-live-url="' + url("run-live", SLUG, run.number) + '?before=71"' in page
+    page = text(client.get(base + f"?before={first}"))
+    assert f'id="round-{first - 1}"' in page and f'id="round-{first - w}"' in page
+    assert f'id="round-{first}"' not in page and f'id="round-{first - w - 1}"' not in page
+    assert (
+        f"{base}?before={first - w}#rounds" in page and f"{base}?after={first - 1}#rounds" in page
+    )
+    assert f'data-live-url="{url("run-live", SLUG, run.number)}?before={first}"' in page
 
-    page = text(client.get(base + "?before=21"))
-    assert 'id="round-1"' in page and 'id="round-20"' in page
+    page = text(client.get(base + f"?before={w + 1}"))
+    assert 'id="round-1"' in page and f'id="round-{w}"' in page
     assert "?before=" not in page.split('id="rounds"')[1].split('id="timings"')[0]
     assert "0 (initial model)" in page
 
-    page = text(client.get(base + "?after=20"))
-    assert 'id="round-21"' in page and 'id="round-70"' in page and 'id="round-71"' not in page
+    page = text(client.get(base + f"?after={w}"))
+    assert f'id="round-{w + 1}"' in page and f'id="round-{2 * w}"' in page
+    assert f'id="round-{2 * w + 1}"' not in page
 
 
 @pytest.mark.parametrize("query", ["?before=abc", "?after=-3", "?before=1.5"])
@@ -391,3 +410,83 @@ def test_run_list_pages_by_run_number(client, ready):
     assert "take a run number" in page and numbers(page)[0] == 30
     page = text(client.get(base + "?after=99"))
     assert "No run on this side of the list." in page
+
+
+# --- Cached closed rounds and the live part ---------------------------------------------------
+
+
+def close_open_round(run: TrainingRun, number: int) -> None:
+    """What the coordinator does when every site answered: the round and its sites, at once."""
+    Round.objects.filter(run=run, number=number).update(
+        status=Round.Status.SUCCEEDED,
+        closed_at=timezone.now(),
+        contributors=3,
+        metrics={"accuracy": 0.9876, "loss": 0.1},
+        timings=TIMINGS,
+    )
+    SiteRound.objects.filter(round__run=run, round__number=number).update(
+        status=SiteRound.Status.CONTRIBUTED, metrics={"accuracy": 0.8, "loss": 0.2}
+    )
+
+
+def test_a_round_that_closes_shows_on_the_next_request(client, ready):
+    run = launch(ready, rounds=20)
+    seed(ready, run, 6)
+    client.force_login(ready.a.researcher)
+    page = text(client.get(url("run", SLUG, run.number)))
+    assert chart(page, "run-chart-accuracy")["labels"] == [str(n) for n in range(1, 7)]
+    close_open_round(run, 7)
+    page = text(client.get(url("run", SLUG, run.number)))
+    accuracy = chart(page, "run-chart-accuracy")
+    assert accuracy["labels"] == [str(n) for n in range(1, 8)]
+    assert accuracy["datasets"][0]["data"][-1] == pytest.approx(0.9876)
+    assert {d["label"]: d["data"][-1] for d in accuracy["datasets"][1:]} == {
+        "Data University": 0.8,
+        "Harbour Hospital": 0.8,
+        "North Hospital": 0.8,
+    }
+    assert len(chart(page, "run-chart-timings")["labels"]) == 7
+    assert '<span class="figure">0.9876</span>' in page  # the headline
+    assert '<td class="site-contributed">' in re.search(
+        r'<tr id="round-7">(.*?)</tr>', page, re.S
+    ).group(1)
+
+
+def test_the_cached_rounds_are_those_of_this_very_run(client, ready):
+    """The key holds the launch time besides the id, which a database may give out again."""
+    run = launch(ready, rounds=8)
+    seed(ready, run, 8, open_round=False)
+    client.force_login(ready.a.researcher)
+    assert chart(text(client.get(url("run", SLUG, run.number))), "run-chart-accuracy")
+    Round.objects.filter(run=run, number=8).update(metrics={"accuracy": 0.1234, "loss": 2.0})
+    TrainingRun.objects.filter(pk=run.pk).update(
+        created_at=run.created_at + datetime.timedelta(seconds=1)
+    )
+    page = text(client.get(url("run", SLUG, run.number)))
+    assert chart(page, "run-chart-accuracy")["datasets"][0]["data"][-1] == pytest.approx(0.1234)
+
+
+def test_the_live_part_resends_charts_only_when_a_round_closed(client, ready):
+    run = launch(ready, rounds=20)
+    seed(ready, run, 6)
+    client.force_login(ready.a.researcher)
+    live = url("run-live", SLUG, run.number)
+    page = text(client.get(live))
+    state = re.search(r'<div id="run-live"[^>]* data-charts="([^"]+)"', page).group(1)
+    assert '<script id="run-chart-accuracy"' in page and "data-kept" not in page
+
+    same = text(client.get(f"{live}?charts={state}"))
+    assert "run-chart-accuracy" in same  # the chart's place, its title and figures
+    assert '<script id="run-chart-' not in same and "<canvas" not in same
+    assert f'<div id="run-chart-accuracy-box" data-state="{state}" data-kept></div>' in same
+    assert f'<div id="run-chart-timings-box" data-state="{state}" data-kept></div>' in same
+    assert 'id="round-7"' in same and "6 of 20 rounds done." in same
+    assert len(same) < len(page)
+
+    close_open_round(run, 7)
+    page = text(client.get(f"{live}?charts={state}"))
+    assert "data-kept" not in page
+    assert chart(page, "run-chart-accuracy")["labels"][-1] == "7"
+    assert re.search(r'data-charts="([^"]+)"', page).group(1) != state
+    # A full page never leaves its charts out.
+    assert "data-kept" not in text(client.get(url("run", SLUG, run.number) + f"?charts={state}"))
