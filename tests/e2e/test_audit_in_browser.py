@@ -103,3 +103,58 @@ def test_staff_filter_a_run_export_it_and_see_tampering_named(page, monkeypatch)
         in badge.inner_text()
     )
     page.screenshot(path=str(ARTIFACTS / "audit-chain-broken.png"), full_page=True)
+
+
+@pytest.mark.worker
+def test_staff_follow_a_trained_run_into_its_audit_trail(page, broker_ready, tmp_path):
+    """The third journey on a run the workers really trained: every event of the run, from its
+    launch to its end, is one filter away from its page."""
+    from django.contrib.auth import get_user_model
+
+    from tests.projects.federation_setup import SITES, seed_medical
+    from tests.projects.test_federated_runs import finished, workers
+
+    problem = seed_medical(tmp_path)
+    researcher = get_user_model().objects.get(username="kaohsiung-harbour-hospital-researcher")
+    with workers(["coordinator", *[f"site.{slug}" for slug in SITES]]):
+        run = runs.run_launch(actor=researcher, problem=problem, config=runs.LaunchConfig(rounds=3))
+        run = finished(run)
+    assert run.status == TrainingRun.Status.SUCCEEDED
+    expected = ["run.launched"] + ["round.started", "round.closed"] * 3 + ["run.succeeded"]
+
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill("alliance-demo")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(run.get_absolute_url())
+    page.get_by_role("link", name="Audit trail of this run").click()
+    page.get_by_role("heading", name="Audit trail").wait_for()
+
+    rows = page.locator("table.audit-events tbody tr")
+    assert rows.count() == len(expected)
+    shown = [r.locator("td").nth(2).inner_text().strip() for r in rows.all()]
+    assert shown == expected[::-1]
+    badge = page.locator("#chain-status")
+    assert "chain ok" in badge.get_attribute("class")
+    total = AuditEvent.objects.count()
+    assert f"Chain verified up to event {total}" in badge.inner_text()
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="JSON").click()
+    exported = json.loads(Path(download_info.value.path()).read_text(encoding="utf-8"))
+    assert [row["action"] for row in exported] == expected
+    assert {row["payload"].get("run") for row in exported} == {run.number}
+
+    closed = AuditEvent.objects.filter(
+        target_type="projects.trainingrun", target_id=str(run.pk), action="round.closed"
+    ).order_by("seq")[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE alliance_auditevent SET payload = %s WHERE seq = %s",
+            ['{"round": 2, "contributors": 1}', closed.seq],
+        )
+    page.reload()
+    badge = page.locator("#chain-status")
+    assert "chain bad" in badge.get_attribute("class")
+    assert f"Chain broken at event {closed.seq}" in badge.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "audit-trained-run-broken.png"), full_page=True)
