@@ -255,15 +255,14 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
 # --- One run --------------------------------------------------------------------------------------
 
 
-def _live_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
-    before, after, _valid = parse_window(request.GET)
+def _live_context(
+    request: HttpRequest, run: TrainingRun, *, before: int | None, after: int | None
+) -> dict[str, Any]:
     allowed = may_download(request.user, run)
-    dashboard = run_dashboard(run, before=before, after=after)
     return {
         "problem": run.problem,
         "run": run,
-        "dash": dashboard,
-        "done": dashboard.done,
+        "dash": run_dashboard(run, before=before, after=after),
         "may_download": allowed,
         "download_refusal": None if allowed else download_refusal(run),
         "charts_kept": False,
@@ -274,12 +273,13 @@ def _live_context(request: HttpRequest, run: TrainingRun) -> dict[str, Any]:
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     problem = access_problem(request.user, slug)
     run = problem_run(problem, number)
-    if not parse_window(request.GET)[2]:
+    before, after, valid = parse_window(request.GET)
+    if not valid:
         messages.warning(
             request,
             _("“before” and “after” take a round number; the latest rounds are shown instead."),
         )
-    context = _live_context(request, run)
+    context = _live_context(request, run, before=before, after=after)
     context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
     return render(request, "projects/run_detail.html", context)
 
@@ -288,7 +288,8 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 def run_live(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """The part of the run page that changes while it trains, for the page's poller."""
     problem = access_problem(request.user, slug)
-    context = _live_context(request, problem_run(problem, number))
+    before, after, _valid = parse_window(request.GET)
+    context = _live_context(request, problem_run(problem, number), before=before, after=after)
     # The poller says which closed rounds its charts show; until another round closes they
     # are the same, so the charts' data (most of the part's weight) is not sent again.
     context["charts_kept"] = request.GET.get("charts") == context["dash"].state

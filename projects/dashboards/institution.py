@@ -210,7 +210,7 @@ def institution_dataset_page(
     return page[:size], older
 
 
-def own_dataset_get(actor: User, dataset_id: int) -> Dataset:
+def access_own_dataset(actor: User, dataset_id: int) -> Dataset:
     """A dataset of the actor's own institution; any other answers 404, as if missing."""
     own = membership_of(actor)
     dataset = (
@@ -240,11 +240,11 @@ def dataset_runs(
         per[row["dataset_id"]].append(row)
     for found in per.values():
         found.sort(key=lambda row: row["run_id"], reverse=True)
+    # One row more than shown was read, to tell whether older runs exist.
+    shown_rows = [row for found in per.values() for row in found[:per_dataset]]
     runs = {
         run.pk: run
-        for run in TrainingRun.objects.filter(
-            pk__in={row["run_id"] for found in per.values() for row in found[:per_dataset]}
-        )
+        for run in TrainingRun.objects.filter(pk__in={row["run_id"] for row in shown_rows})
         .select_related("problem", "agreement")
         .only(
             "number",
@@ -259,8 +259,7 @@ def dataset_runs(
     misses = _misses(
         {
             (row["dataset_id"], row["run_id"])
-            for found in per.values()
-            for row in found[:per_dataset]
+            for row in shown_rows
             if row["dropped"] or row["rejected"]
         }
     )

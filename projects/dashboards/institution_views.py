@@ -12,27 +12,26 @@ from alliance.forms import InviteForm, RoleForm
 from alliance.permissions import membership_of
 from portal.common.pages import REFUSALS, form_errors_from
 from projects.context_processors import pending_items
+from projects.dashboards import parse_cursor
 from projects.dashboards.institution import (
     PROBLEMS_SHOWN,
     RUNS_PER_PAGE,
+    access_own_dataset,
     dataset_runs,
     institution_dataset_page,
     institution_figures,
     institution_problems,
-    own_dataset_get,
     people_page_for,
 )
 
 
 def _cursor(request: HttpRequest, name: str) -> int | None:
-    """A positive integer cursor from the query string; anything else is dropped, with a note."""
-    raw = request.GET.get(name)
-    if raw is None or raw == "":
+    """The cursor ``name`` of the query string; a bad one is dropped, with a note."""
+    try:
+        return parse_cursor(request.GET.get(name))
+    except ValueError:
+        messages.warning(request, _("That page link is not valid; here is the first page instead."))
         return None
-    if raw.isdigit() and 0 < int(raw) < 2**63:
-        return int(raw)
-    messages.warning(request, _("That page link is not valid; here is the first page instead."))
-    return None
 
 
 @login_required
@@ -95,7 +94,7 @@ def institution_dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def institution_dataset_runs(request: HttpRequest, dataset_id: int) -> HttpResponse:
     """Every run that used one of our datasets, newest first, a page at a time."""
-    dataset = own_dataset_get(request.user, dataset_id)
+    dataset = access_own_dataset(request.user, dataset_id)
     before = _cursor(request, "before")
     (usage,) = dataset_runs([dataset], per_dataset=RUNS_PER_PAGE, before=before)
     return render(

@@ -8,7 +8,6 @@ and the counts by status), so the page's query count does not grow with rounds o
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.db.models import Count, Q
 from django.urls import reverse
@@ -325,7 +324,7 @@ def problem_dashboard(
     effective = next((v for v in versions if v.status == AgreementVersion.Status.EFFECTIVE), None)
     active = [d for d in datasets if d.status == Dataset.Status.ACTIVE]
     runs = run_summary(problem)
-    figures: list[Any] = [
+    figures = [
         Figure(str(len(contributors)), _("contributing institutions")),
         Figure(str(len(active)), _("datasets registered")),
         Figure(str(sum(d.row_count for d in active)), _("rows at the sites (never here)")),

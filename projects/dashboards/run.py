@@ -24,6 +24,7 @@ from django.utils.html import json_script
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
+from projects.dashboards import parse_cursor
 from projects.models import ModelVersion, Problem, Round, SiteRound, TrainingRun
 from projects.selectors import runs_with_progress
 
@@ -143,7 +144,6 @@ class RoundLine:
     marks: list[Mark]
     timings: list[str]
     wall: str
-    model: ModelVersion | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,6 @@ class RunDashboard:
 
     run: TrainingRun
     done: int
-    closed: int
     state: str  # changes exactly when a round closes: the live part resends charts only then
     progress_percent: int
     headline: tuple[str, float] | None  # (label, value) of the latest successful round
@@ -191,23 +190,11 @@ class RunDashboard:
     models: list[ModelVersion] = field(default_factory=list)
 
 
-def _cursor(raw: str | None) -> int | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(raw) from exc
-    if value < 0:
-        raise ValueError(raw)
-    return value
-
-
 def parse_window(params: Any) -> tuple[int | None, int | None, bool]:
     """``(before, after, valid)`` from a request's query: bad cursors are dropped, not fatal."""
     try:
-        before = _cursor(params.get("before"))
-        after = _cursor(params.get("after"))
+        before = parse_cursor(params.get("before"))
+        after = parse_cursor(params.get("after"))
     except ValueError:
         return None, None, False
     if before is not None:
@@ -448,17 +435,16 @@ def run_dashboard(
         site_names.update(_left_out(r[7]))
     sites = sorted(site_names)
 
-    models = {
-        m.round_number: m
-        for m in run.models.filter(
+    models = list(
+        run.models.filter(
             round_number__in=[*chosen, *([0] if not chosen or chosen[0] == 1 else [])]
         ).order_by("-round_number")
-    }
-    lines = _lines([r for r in rounds if r[1] in set(chosen)], parts, sites, keys, main_key, models)
+    )
+    shown = set(chosen)
+    lines = _lines([r for r in rounds if r[1] in shown], parts, sites, keys, main_key)
     return RunDashboard(
         run=run,
         done=done,
-        closed=len(closed_numbers),
         state=f"{len(closed_numbers)}.{closed_numbers[-1] if closed_numbers else 0}",
         progress_percent=round(100 * done / run.rounds) if run.rounds else 0,
         headline=closed_part.headline,
@@ -473,7 +459,7 @@ def run_dashboard(
         metric_charts=list(closed_part.metric_charts),
         timing_chart=closed_part.timing_chart,
         timing_labels=[str(label) for label in TIMING_LABELS.values()],
-        models=sorted(models.values(), key=lambda m: -m.round_number),
+        models=models,
     )
 
 
@@ -483,7 +469,6 @@ def _lines(
     sites: list[str],
     keys: list[str],
     main_key: str,
-    models: dict[int, ModelVersion],
 ) -> list[RoundLine]:
     """The window's rows, newest first, every cell formatted here."""
     statuses = {value: str(label) for value, label in SiteRound.Status.choices}
@@ -535,7 +520,6 @@ def _lines(
                 marks=marks,
                 timings=[_fixed((timings or {}).get(k), 3) for k in TIMING_LABELS],
                 wall=_fixed(_seconds(start, end), 2) if end else "—",
-                model=models.get(number),
             )
         )
     lines.reverse()
