@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy
 
 from alliance import selectors, services
 from alliance.models import AuditEvent
+from portal.common.pages import form_error_text
 
 # Query parameters that choose events; the cursor ones only choose the page.
 FILTER_FIELDS = (
@@ -167,9 +168,8 @@ def audit_export(request: HttpRequest, fmt: str) -> HttpResponse:
         raise Http404
     form = AuditFilterForm(request.GET, actor=request.user)
     if not form.is_valid():
-        errors = "; ".join(str(e) for errors in form.errors.values() for e in errors)
         return HttpResponse(
-            _("Invalid filter: %(errors)s") % {"errors": errors},
+            _("Invalid filter: %(errors)s") % {"errors": form_error_text(form)},
             status=400,
             content_type="text/plain; charset=utf-8",
         )

@@ -146,19 +146,20 @@ def audit_event_page(
         rows = list(events.filter(seq__gt=after).order_by("seq")[: size + 1])
         has_newer = len(rows) > size
         rows = rows[:size][::-1]
-        oldest = rows[-1].seq if rows else after + 1
-        has_older = events.filter(seq__lt=oldest).exists()
+        # An empty page links nowhere, so its neighbours need no query.
+        has_older = bool(rows) and events.filter(seq__lt=rows[-1].seq).exists()
     else:
         window = events.filter(seq__lt=before) if before is not None else events
         rows = list(window.order_by("-seq")[: size + 1])
         has_older = len(rows) > size
         rows = rows[:size]
-        newest = rows[0].seq if rows else (before or 1) - 1
-        has_newer = before is not None and events.filter(seq__gt=newest).exists()
+        has_newer = (
+            bool(rows) and before is not None and events.filter(seq__gt=rows[0].seq).exists()
+        )
     return AuditPage(
         events=rows,
-        newer_after=rows[0].seq if rows and has_newer else None,
-        older_before=rows[-1].seq if rows and has_older else None,
+        newer_after=rows[0].seq if has_newer else None,
+        older_before=rows[-1].seq if has_older else None,
     )
 
 

@@ -18,7 +18,6 @@ itself failed (migrate or seed failed, the database could not be created).
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
@@ -28,7 +27,6 @@ import tempfile
 import time
 from html import unescape
 from pathlib import Path
-from statistics import median
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -36,18 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # A sibling script, not a package: found through the path above.
 from federation import (
-    RESULTS,
     BenchFailed,
     cpu_counters,
     cpu_share,
-    create_database,
-    drop_database,
     manage,
     portal_env,
+    release_database,
+    save_results,
     say,
     scheme,
     setup_django,
-    with_database,
+    stats,
+    throwaway_database,
 )
 
 TARGET_P95 = 0.100
@@ -56,14 +54,6 @@ TARGET_P95 = 0.100
 LAST_PAGE_FACTOR = 1.5
 LAST_PAGE_ALLOWANCE = 0.005
 SLOW_PAGE = 1.0  # seconds: a page this slow gets fewer timed requests, to keep the bench short
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    rank = share * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # --- Finding the pages --------------------------------------------------------------------------
@@ -220,15 +210,16 @@ def time_page(
         for q in captured.captured_queries
     ]
     slowest = sorted(queries, key=lambda q: -q["ms"])[:5]
+    spread = stats(times)
     return {
         "url": url,
         "status": status,
         "bytes": len(response.content),
         "requests": len(times),
         "cold_ms": round(cold * 1000, 1),
-        "median_ms": round(median(times) * 1000, 1),
-        "p95_ms": round(percentile(times, 0.95) * 1000, 1),
-        "max_ms": round(max(times) * 1000, 1),
+        "median_ms": round(spread["median"] * 1000, 1),
+        "p95_ms": round(spread["p95"] * 1000, 1),
+        "max_ms": round(spread["max"] * 1000, 1),
         "queries": len(queries),
         "query_ms": round(sum(q["ms"] for q in queries), 1),
         "slowest_queries": slowest,
@@ -435,10 +426,8 @@ def main() -> int:
             "started_at": stamp.isoformat(),
         }
         if database_url:
-            result["machine"]["db_version"] = create_database(database_url, bench_db)
+            database_url = throwaway_database(database_url, bench_db, result["machine"])
             created_db = True
-            database_url = with_database(database_url, bench_db)
-            say(f"Throwaway database {bench_db} on {urlsplit(database_url).hostname}")
         env = portal_env(tmp / "state", database_url, None)
         say(f"Migrating and seeding in {tmp} ...")
         seeding = time.monotonic()
@@ -468,10 +457,7 @@ def main() -> int:
         result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
         result["targets"] = evaluate(result["pages"])
         result["bench_seconds"] = round(time.monotonic() - started, 1)
-        name = f"dashboards-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
-        path = RESULTS / name
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1) + "\n")
+        path = save_results(result, f"dashboards-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json")
         print_summary(result, path)
         say(f"Bench time {result['bench_seconds']:.0f} s.")
         failed = False
@@ -480,12 +466,7 @@ def main() -> int:
         say(f"\nThe bench failed: {exc}")
         return 1
     finally:
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if created_db:
-            drop_database(admin_url, bench_db)
+        release_database(admin_url, bench_db, created_db)
         if args.keep or failed:
             say(f"State kept in {tmp}")
         else:

@@ -247,6 +247,32 @@ def drop_database(url: str, name: str) -> None:
         connection.close()
 
 
+def throwaway_database(url: str, name: str, machine: dict[str, Any]) -> str:
+    """Create database ``name`` on the server of ``url``, note the server's version in
+    ``machine``, and return the new database's URL."""
+    machine["db_version"] = create_database(url, name)
+    database_url = with_database(url, name)
+    say(f"Throwaway database {name} on {urlsplit(database_url).hostname}")
+    return database_url
+
+
+def release_database(admin_url: str | None, name: str, created: bool) -> None:
+    """Close this process's connections, then drop the throwaway database if one was made."""
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    if created and admin_url:
+        drop_database(admin_url, name)
+
+
+def save_results(result: dict[str, Any], name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
 def portal_env(var_dir: Path, database_url: str | None, broker_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in STRIPPED}
     env["PORTAL_VAR_DIR"] = str(var_dir)
@@ -925,10 +951,8 @@ def main() -> int:
             "started_at": stamp.isoformat(),
         }
         if database_url:
-            result["machine"]["db_version"] = create_database(database_url, bench_db)
+            database_url = throwaway_database(database_url, bench_db, result["machine"])
             created_db = True
-            database_url = with_database(database_url, bench_db)
-            say(f"Throwaway database {bench_db} on {urlsplit(database_url).hostname}")
         env = portal_env(tmp / "state", database_url, broker_url)
         memory_env = portal_env(tmp / "memory", None, None)
         say(f"Seeding the demo in {tmp} ...")
@@ -984,10 +1008,9 @@ def main() -> int:
         result["bench_seconds"] = round(time.monotonic() - started, 1)
         result["targets"] = evaluate(result)
         bad = [s["sites"] for s in scenarios if not s["check"]["final_params_equal"]]
-        name = f"federation-{broker}-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
-        path = RESULTS / name
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1) + "\n")
+        path = save_results(
+            result, f"federation-{broker}-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
+        )
         print_summary(result, path)
         say(f"Bench time {result['bench_seconds']:.0f} s.")
         if bad:
@@ -1006,12 +1029,7 @@ def main() -> int:
                 purge_queues(["coordinator"])  # its deadline checks, due long after the run
             except Exception as exc:  # cleaning up must not hide the outcome
                 say(f"Could not purge the coordinator queue: {exc}")
-        if "django.db" in sys.modules:
-            from django.db import connections
-
-            connections.close_all()
-        if created_db:
-            drop_database(admin_url, bench_db)
+        release_database(admin_url, bench_db, created_db)
         if args.keep or failed:
             say(f"State and logs kept in {tmp}")
         else:
