@@ -46,4 +46,10 @@ class Migration(migrations.Migration):
             model_name='auditevent',
             index=models.Index(fields=['actor_username', '-seq'], name='alliance_au_actor_u_a6e4f8_idx'),
         ),
+        # Before 0004's triggers: on SQLite adding a constraint rebuilds the table, and a
+        # rebuilt table has lost its triggers.
+        migrations.AddConstraint(
+            model_name='auditevent',
+            constraint=models.CheckConstraint(condition=models.Q(('seq__gte', 1)), name='audit_seq_from_one'),
+        ),
     ]

@@ -4,8 +4,13 @@ The ORM already refuses to change audit events, but someone with database access
 SQL. The checkpoint lets the chain badge skip re-hashing events it verified before, so it must
 not outlive a change to any of them: this trigger, run by the database itself in the same
 transaction as the change, deletes the checkpoint, and the next check starts from the genesis
-and names the altered or missing event. INSERT needs no trigger: new events come after the
-checkpoint and are always verified. PostgreSQL also clears it on TRUNCATE.
+and names the altered or missing event. INSERT needs no trigger: sequence numbers are unique
+and start at 1 (a check constraint, migration 0003), so a new row can only come after the
+checkpoint, and those are always verified. PostgreSQL also clears it on TRUNCATE.
+
+On SQLite, a later migration that rebuilds the audit event table (adding a constraint, altering
+a column) drops these triggers with the old table and must create them again; the explorer's
+tamper tests fail if it does not.
 """
 
 from django.db import migrations

@@ -87,6 +87,11 @@ class AuditEvent(models.Model):
             models.Index(fields=["action", "-seq"]),
             models.Index(fields=["actor_username", "-seq"]),
         ]
+        # The chain starts at 1. The badge's checkpoint only re-reads events after it, so an
+        # event slipped in below the first one would otherwise go unseen until verify_audit.
+        constraints = [
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_seq_from_one"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action}"

@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -430,6 +430,22 @@ def test_a_forged_event_after_the_checkpoint_is_caught(trail):
     result = audit_chain_status()
     assert (result.ok, result.first_broken_seq, result.count) == (False, trail + 1, trail)
     assert "does not follow its predecessor" in result.reason
+
+
+def test_no_event_can_be_slipped_in_before_the_first(trail):
+    """Below the checkpoint only seq 0 is free, and the database refuses it."""
+    audit_chain_status()
+    forged = AuditEvent(
+        seq=0,
+        created_at=AuditEvent.objects.get(seq=1).created_at,
+        action="test.forged",
+        payload={},
+        prev_hash=GENESIS_HASH,
+    )
+    forged.hash = forged.compute_hash()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        forged.save()
+    assert audit_chain_status().ok
 
 
 def test_verify_audit_and_the_badge_agree(trail, capsys):
