@@ -364,26 +364,12 @@ def round_rows(run: Any) -> list[dict[str, Any]]:
 
 
 def base_task(run: Any) -> Any:
-    """The round task every site is sent, read from the run as the coordinator reads it."""
+    """The round task every site is sent, built by the coordinator's own function."""
     from projects.federation.site import RoundTask
+    from projects.services.runs import round_task
 
-    return RoundTask.from_dict(
-        {
-            "family": run.model_family,
-            "family_options": run.family_options,
-            "features": run.spec["features"],
-            "label": run.spec["label"],
-            "classes": run.spec["classes"],
-            "feature_ranges": run.spec["feature_ranges"],
-            "epochs": run.local_epochs,
-            "batch_size": run.batch_size,
-            "learning_rate": run.learning_rate,
-            "proximal_mu": 0.0,  # run_in_process sets it from the strategy, as the coordinator
-            "seed": run.seed,
-            "round_number": 1,
-            "site": "",
-        }
-    )
+    # run_in_process sets the site and round number (and mu, from the strategy) itself.
+    return RoundTask.from_dict(round_task(run, 1, ""))
 
 
 def same_params(a: list[Any], b: list[Any]) -> bool:

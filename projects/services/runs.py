@@ -403,9 +403,31 @@ def _round_start_bytes(run: TrainingRun | _RunFacts, number: int) -> bytes:
     return blob
 
 
-def _site_message(run: TrainingRun, number: int, site: SiteRound, params_text: str) -> dict:
+def round_task(run: TrainingRun, number: int, slug: str) -> dict[str, Any]:
+    """What a site is asked to do in round ``number``: the engine's ``RoundTask`` as plain JSON.
+
+    The benchmark replays runs in process from the same fields, so both read them here.
+    """
     strategy = strategies.get_strategy(run.strategy)
     mu = run.strategy_options.get("mu", 0.0) if "mu" in strategy.client_options else 0.0
+    return {
+        "family": run.model_family,
+        "family_options": run.family_options,
+        "features": run.spec["features"],
+        "label": run.spec["label"],
+        "classes": run.spec["classes"],
+        "feature_ranges": run.spec["feature_ranges"],
+        "epochs": run.local_epochs,
+        "batch_size": run.batch_size,
+        "learning_rate": run.learning_rate,
+        "proximal_mu": float(mu),
+        "seed": run.seed,
+        "round_number": number,
+        "site": slug,
+    }
+
+
+def _site_message(run: TrainingRun, number: int, site: SiteRound, params_text: str) -> dict:
     return {
         "run": run.pk,
         "round": number,
@@ -416,21 +438,7 @@ def _site_message(run: TrainingRun, number: int, site: SiteRound, params_text: s
         "site_key": site.dataset.site_key,
         "sha256": site.dataset.sha256,
         "max_bytes": run.max_update_bytes,
-        "task": {
-            "family": run.model_family,
-            "family_options": run.family_options,
-            "features": run.spec["features"],
-            "label": run.spec["label"],
-            "classes": run.spec["classes"],
-            "feature_ranges": run.spec["feature_ranges"],
-            "epochs": run.local_epochs,
-            "batch_size": run.batch_size,
-            "learning_rate": run.learning_rate,
-            "proximal_mu": float(mu),
-            "seed": run.seed,
-            "round_number": number,
-            "site": site.institution.slug,
-        },
+        "task": round_task(run, number, site.institution.slug),
         "params": params_text,
         "sent_at": time.time(),
     }
