@@ -199,23 +199,25 @@ def audit_institution_choices(actor: AbstractBaseUser | AnonymousUser) -> QueryS
     return institutions.filter(visible)
 
 
-AUDIT_EXPORT_FIELDS = [
-    "seq",
-    "created_at",
-    "actor",
-    "actor_id",
-    "actor_institution",
-    "actor_institution_id",
-    "subject_institution",
-    "subject_institution_id",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "payload",
-    "prev_hash",
-    "hash",
-]
+# Each exported column and the lookup that reads it.
+_AUDIT_EXPORT_LOOKUPS = {
+    "seq": "seq",
+    "created_at": "created_at",
+    "actor": "actor_username",
+    "actor_id": "actor_id",
+    "actor_institution": "actor_institution__slug",
+    "actor_institution_id": "actor_institution_id",
+    "subject_institution": "subject_institution__slug",
+    "subject_institution_id": "subject_institution_id",
+    "action": "action",
+    "target_type": "target_type",
+    "target_id": "target_id",
+    "target_label": "target_label",
+    "payload": "payload",
+    "prev_hash": "prev_hash",
+    "hash": "hash",
+}
+AUDIT_EXPORT_FIELDS = list(_AUDIT_EXPORT_LOOKUPS)
 
 
 def audit_event_export_rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
@@ -225,23 +227,7 @@ def audit_event_export_rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, 
     whoever receives an export can recompute each hash and link without the portal. Values,
     not model instances: an export of the whole trail builds 100,000 of them.
     """
-    rows = events.order_by("seq").values_list(
-        "seq",
-        "created_at",
-        "actor_username",
-        "actor_id",
-        "actor_institution__slug",
-        "actor_institution_id",
-        "subject_institution__slug",
-        "subject_institution_id",
-        "action",
-        "target_type",
-        "target_id",
-        "target_label",
-        "payload",
-        "prev_hash",
-        "hash",
-    )
+    rows = events.order_by("seq").values_list(*_AUDIT_EXPORT_LOOKUPS.values())
     for row in rows.iterator(chunk_size=2000):
         record = dict(zip(AUDIT_EXPORT_FIELDS, row, strict=True))
         record["created_at"] = row[1].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
