@@ -268,3 +268,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- The portal's Ed25519 keys (portal.common.keys): base64 seeds; generated into var/ on the
+# embedded default, required behind TLS. One signs the tasks sent to sites, one the audit log's
+# checkpoints.
+PORTAL_SIGNING_KEY = env.str("PORTAL_SIGNING_KEY", default="")
+AUDIT_LOG_KEY = env.str("AUDIT_LOG_KEY", default="")

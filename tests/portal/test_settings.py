@@ -57,3 +57,36 @@ def test_import_contracts_hold(name):
         [str(Path(sys.executable).parent / name)], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_embedded_default_generates_the_portals_keys_once(tmp_path):
+    script = "from portal.common import keys; print(keys.portal_public_text()); " + (
+        "print(keys.portal_public_text('AUDIT_LOG_KEY'))"
+    )
+    first = _manage("shell", "-c", script, env={"PORTAL_VAR_DIR": str(tmp_path)})
+    assert first.returncode == 0, first.stderr
+    assert "Generated a new PORTAL_SIGNING_KEY" in first.stderr
+    assert "Generated a new AUDIT_LOG_KEY" in first.stderr
+    for name in ("portal_signing_key", "audit_log_key"):
+        assert oct((tmp_path / name).stat().st_mode)[-3:] == "600"
+    signing_key, log_key = first.stdout.split()[-2:]
+    assert signing_key != log_key
+    second = _manage("shell", "-c", script, env={"PORTAL_VAR_DIR": str(tmp_path)})
+    assert "Generated" not in second.stderr
+    assert second.stdout.split()[-2:] == [signing_key, log_key]
+
+
+def test_production_refuses_to_run_without_the_portals_signing_key(tmp_path):
+    result = _manage(
+        "shell",
+        "-c",
+        "from portal.common import keys; keys.portal_key()",
+        env={
+            "SECRET_KEY": "x7!" + "k" * 60 + "Qz9#long-random-production-secret",
+            "PORTAL_HTTPS": "1",
+            "PORTAL_VAR_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode != 0
+    assert "PORTAL_SIGNING_KEY is required in production" in result.stderr
+    assert not (tmp_path / "portal_signing_key").exists()
