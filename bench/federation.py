@@ -365,11 +365,10 @@ def round_rows(run: Any) -> list[dict[str, Any]]:
 
 def base_task(run: Any) -> Any:
     """The round task every site is sent, built by the coordinator's own function."""
-    from projects.federation.site import RoundTask
     from projects.services.runs import round_task
 
     # run_in_process sets the site and round number (and mu, from the strategy) itself.
-    return RoundTask.from_dict(round_task(run, 1, ""))
+    return round_task(run, 1, "")
 
 
 def same_params(a: list[Any], b: list[Any]) -> bool:
@@ -384,12 +383,14 @@ def in_process_check(run: Any) -> dict[str, Any]:
     """Replay the run in one process and compare the parameters of every round, bit for bit."""
     from projects.federation.loop import LocalSite, run_in_process
     from projects.services.runs import model_params
-    from projects.site_tasks import data_path
+    from projects.site.identity import data_file, site_identities
 
     first = run.round_set.get(number=1)
     sites = []
+    identities = site_identities()
     for s in first.sites.select_related("institution", "dataset"):
-        path = data_path(s.institution.slug, s.dataset.site_key)
+        identity = identities.get(s.institution.slug)
+        path = data_file(identity, s.dataset.site_key) if identity is not None else None
         if path is None:
             raise BenchFailed(f"{s.institution.slug}'s site key leaves its data folder.")
         sites.append(LocalSite(s.institution.slug, path, s.dataset.sha256))

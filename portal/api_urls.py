@@ -25,6 +25,8 @@ ROOT_LINKS = (
     "audit-event-list",
     "problem-list",
     "inbox",
+    "site-key-list",
+    "site-health",
 )
 
 

@@ -274,3 +274,17 @@ LOGGING = {
 # checkpoints.
 PORTAL_SIGNING_KEY = env.str("PORTAL_SIGNING_KEY", default="")
 AUDIT_LOG_KEY = env.str("AUDIT_LOG_KEY", default="")
+
+# --- A member site's worker (projects.site) -------------------------------------------------
+# The portal's public key (base64), the only key whose tasks a site worker obeys.
+PORTAL_PUBLIC_KEY = env.str("PORTAL_PUBLIC_KEY", default="")
+# A site's private key file, when not <data folder>/.site/<slug>.key ("slug=/path,...").
+SITE_KEY_FILES = {
+    slug.strip(): Path(path.strip())
+    for slug, _sep, path in (
+        item.partition("=") for item in env.list("SITE_KEY_FILES", default=[]) if "=" in item
+    )
+}
+SITE_HEARTBEAT_SECONDS = env.float("SITE_HEARTBEAT_SECONDS", default=30.0)
+# A contributor not heard from for this long is named when a run is launched.
+SITE_STALE_SECONDS = env.int("SITE_STALE_SECONDS", default=120)

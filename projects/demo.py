@@ -41,10 +41,13 @@ from django.utils.translation import ngettext
 from alliance.models import Institution
 from alliance.services.notifications import notifications_muted
 from projects import services
+from projects.federation import signing
 from projects.models import AgreementVersion, Participation, Problem
 from projects.schema import describe_csv
 from projects.services.agreements import awaiting_approval
 from projects.services.problems import awaiting_ratification
+from projects.services.sites import site_key_register
+from projects.site.identity import default_key_path, write_key_pair
 
 User = get_user_model()
 
@@ -654,11 +657,38 @@ def _once(slug: str, build: Callable[[], None]) -> None:
         build()
 
 
+def seed_site_keys(sites_dir: Path) -> list[str]:
+    """Give every demo site a signing key in its own folder and register its public half.
+
+    As a member would: ``site_keygen`` at the site (the private key stays in
+    ``<sites>/<slug>/.site/``), then the public key registered for the institution. A key that
+    exists and is registered is left alone; returns the slugs that got a new key.
+    """
+    created = []
+    for folder in sorted(p for p in Path(sites_dir).iterdir() if p.is_dir()):
+        institution = Institution.objects.filter(slug=folder.name).first()
+        if institution is None:
+            continue
+        path = default_key_path(folder, folder.name)
+        if path.exists():
+            public = signing.public_to_text(signing.private_from_text(path.read_text()))
+        else:
+            _path, public, _fingerprint = write_key_pair(path.parent, folder.name)
+            created.append(folder.name)
+        active = institution.site_keys.filter(status="active").first()
+        if active is None or active.public_key != public:
+            site_key_register(
+                actor=None, institution=institution, public_key=public, label="demo site worker"
+            )
+    return created
+
+
 def seed_projects(*, var_dir: Path) -> list[Problem]:
-    """Write the sites' files and build the demo problems; return them, medical first."""
+    """Write the sites' files and keys and build the demo problems; return them, medical first."""
     sites_dir = Path(var_dir) / "sites"
     breast_cancer = write_breast_cancer_files(sites_dir)
     spindle = write_spindle_files(sites_dir)
+    seed_site_keys(sites_dir)
     with notifications_muted():
         _once(BREAST_CANCER, lambda: _breast_cancer(breast_cancer))
         _once(SPINDLE, lambda: _spindle(spindle))

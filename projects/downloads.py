@@ -8,7 +8,8 @@ from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 
 from projects.models import TrainingRun
-from projects.services.runs import download_refusal, may_download, model_bytes
+from projects.permissions import download_refusal, may_download
+from projects.services.runs import model_bytes
 
 
 def model_file_response(user: Any, run: TrainingRun, round_number: int) -> HttpResponse:

@@ -24,9 +24,9 @@ from django.utils.translation import gettext_lazy
 from guardian.models import GroupObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
-from alliance.models import Role
+from alliance.models import Institution, Role
 from alliance.permissions import acting_membership, institution_group, institution_group_name
-from projects.models import Participation, Problem
+from projects.models import Participation, Problem, TrainingRun
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -148,3 +148,70 @@ def access_problem(actor: User | None, slug: str, *, perm: str | None = None) ->
                 str(PERMISSION_DENIALS.get(perm, _("You may not do this on this problem.")))
             )
     return problem
+
+
+# --- Training runs ------------------------------------------------------------------------
+
+LAUNCH_ROLES = (Role.RESEARCHER, Role.ADMIN)
+
+
+def can_launch(actor: User | None, problem: Problem) -> bool:
+    """Researchers (and admins) of an institution that actively contributes to the problem."""
+    if actor is None or not actor.is_authenticated:
+        return False
+    try:
+        membership = acting_membership(actor, roles=LAUNCH_ROLES)
+    except PermissionDenied:
+        return False
+    return problem.participations.filter(
+        institution=membership.institution,
+        role=Participation.Role.CONTRIBUTOR,
+        status=Participation.Status.ACTIVE,
+    ).exists()
+
+
+def can_cancel(actor: User | None, run: TrainingRun) -> bool:
+    """Staff, and the researchers and admins of the institution that launched the run."""
+    if actor is None or not actor.is_authenticated:
+        return False
+    if actor.is_staff:
+        return True
+    try:
+        membership = acting_membership(actor, roles=LAUNCH_ROLES)
+    except PermissionDenied:
+        return False
+    return membership.institution_id == run.institution_id
+
+
+def may_download(actor: User | None, run: TrainingRun) -> bool:
+    """Whether the run's agreement lets this person download its models."""
+    scope = run.agreement.download_scope
+    if scope == "public":
+        return True
+    if actor is None or not actor.is_authenticated:
+        return False
+    if actor.is_staff:
+        return True
+    try:
+        membership = acting_membership(actor)
+    except PermissionDenied:
+        return False
+    if scope == "members":
+        return membership.institution.status == Institution.Status.ADMITTED
+    return run.problem.participations.filter(
+        institution=membership.institution, status=Participation.Status.ACTIVE
+    ).exists()
+
+
+def download_refusal(run: TrainingRun) -> str:
+    """Why the run's agreement keeps its models from this person, in the agreement's terms."""
+    scope = run.agreement.download_scope
+    if scope == "members":
+        return _(
+            "Agreement version %(n)s lets only people of admitted alliance members download "
+            "this run's models."
+        ) % {"n": run.agreement.number}
+    return _(
+        "Agreement version %(n)s lets only people of the institutions taking part in this "
+        "problem download this run's models."
+    ) % {"n": run.agreement.number}

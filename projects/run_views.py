@@ -29,18 +29,15 @@ from projects.models import (
     Strategy,
     TrainingRun,
 )
-from projects.permissions import access_problem
-from projects.selectors import problem_run
-from projects.services.runs import (
-    DEFAULTS,
-    LaunchConfig,
+from projects.permissions import (
+    access_problem,
     can_cancel,
     can_launch,
     download_refusal,
     may_download,
-    run_cancel,
-    run_launch,
 )
+from projects.selectors import problem_run
+from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
 
 # The one option of each strategy the form offers, by the name the engine knows it by.
 STRATEGY_OPTION = {

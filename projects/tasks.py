@@ -6,7 +6,7 @@ Each one is idempotent, so a redelivery after a lost worker (late acks) does no 
 from celery import shared_task
 from celery.signals import worker_ready
 
-from projects.services import runs
+from projects.services import runs, sites
 
 
 @shared_task(name="projects.run_advance_task", ignore_result=True)
@@ -17,6 +17,11 @@ def run_advance_task(run_id: int) -> None:
 @shared_task(name="projects.update_receive_task", ignore_result=True)
 def update_receive_task(reply: dict) -> None:
     runs.update_receive(reply)
+
+
+@shared_task(name="projects.heartbeat_receive_task", ignore_result=True)
+def heartbeat_receive_task(wire: dict) -> None:
+    sites.heartbeat_receive(wire)
 
 
 @shared_task(name="projects.round_deadline_task", ignore_result=True)

@@ -141,3 +141,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
 def _fast_password_hashing(settings):
     """Tests create many users; a slow hasher proves nothing here, so use a fast one."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _site_workers_trust_the_portal() -> None:
+    """Site workers in the tests obey the portal's key, as `run_site_worker` is told to."""
+    from portal.common.keys import portal_public_text
+
+    settings.PORTAL_PUBLIC_KEY = portal_public_text()

@@ -66,11 +66,15 @@ def _load(setting: str) -> Ed25519PrivateKey:
     return key_from_text(path.read_text())
 
 
-@functools.cache
 def portal_key(setting: str = "PORTAL_SIGNING_KEY") -> Ed25519PrivateKey:
     """The portal's private key for ``setting`` (read once per process)."""
     if setting not in KEYS:
         raise ValueError(f"unknown portal key {setting}")
+    return _cached(setting)
+
+
+@functools.cache
+def _cached(setting: str) -> Ed25519PrivateKey:
     return _load(setting)
 
 

@@ -22,16 +22,9 @@ from portal.common.errors import ApplicationError
 from projects.api.serializers import NamedChoiceField, model_family_field
 from projects.downloads import model_file_response
 from projects.models import ModelVersion, Round, SiteRound, Strategy, TrainingRun
-from projects.permissions import access_problem
+from projects.permissions import access_problem, download_refusal, may_download
 from projects.selectors import problem_run, runs_with_progress
-from projects.services.runs import (
-    DEFAULTS,
-    LaunchConfig,
-    download_refusal,
-    may_download,
-    run_cancel,
-    run_launch,
-)
+from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
 
 # --- Serializers ----------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ participants by their institution's slug.
 from django.urls import path
 
 from projects.api import runs as run_api
+from projects.api import sites as site_api
 from projects.api import views
 
 problems = views.ProblemViewSet
@@ -20,6 +21,21 @@ P = "problems/<slug:slug>/"
 
 urlpatterns = [
     path("inbox/", views.InboxViewSet.as_view({"get": "list"}), name="inbox"),
+    path(
+        "site-keys/",
+        site_api.SiteKeyViewSet.as_view({"get": "list", "post": "create"}),
+        name="site-key-list",
+    ),
+    path(
+        "site-keys/<str:fingerprint>/revoke/",
+        site_api.SiteKeyViewSet.as_view({"post": "revoke"}),
+        name="site-key-revoke",
+    ),
+    path(
+        "site-health/",
+        site_api.SiteHealthViewSet.as_view({"get": "list"}),
+        name="site-health",
+    ),
     path(
         "problems/",
         problems.as_view({"get": "list", "post": "create"}),

@@ -1,9 +1,9 @@
 """One round of training on a site: what a member's site worker runs.
 
-The site receives the global parameters and a ``RoundTask`` (plain values from a JSON message),
-checks that its file is still the one it registered (SHA-256, before parsing a byte of it), trains
-on its own rows and returns only parameters, a row count, validation scores and timings. It has
-no database and reads nothing but its data file.
+The site receives the global parameters and a ``RoundTask`` (``protocol``), checks that its file
+is still the one it registered (SHA-256, before parsing a byte of it), scores the model it
+received on its validation rows, trains on its own training rows and returns only parameters, a
+row count, validation scores and timings. It has no database and reads nothing but its data file.
 
 Randomness is derived, never shared: ``site_rng(seed, site, purpose, round)`` feeds the run's
 seed, the site's slug, the purpose and the round into one numpy ``SeedSequence``. The
@@ -28,6 +28,9 @@ from projects.federation.families import (
     TrainingDiverged,
     get_family,
 )
+from projects.federation.protocol import ProtocolError, RoundTask
+
+__all__ = ["RoundTask", "SiteRefusal", "SiteResult", "evaluate_on_file", "train_on_site"]
 
 Params = list[np.ndarray]
 
@@ -43,88 +46,35 @@ def site_rng(seed: int, site: str, purpose: str, round_number: int = 0) -> np.ra
 
 
 @dataclass(frozen=True)
-class RoundTask:
-    """What a site needs to train one round, as the coordinator's JSON message carries it."""
-
-    family: str
-    family_options: dict[str, Any]
-    features: list[str]
-    label: str
-    classes: list[str] | None  # None for regression
-    feature_ranges: list[tuple[float, float]]
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    proximal_mu: float
-    seed: int
-    round_number: int
-    site: str  # the institution's slug
-    validation_share: float = 0.2
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (ranges become two-item lists)."""
-        return {
-            "family": self.family,
-            "family_options": dict(self.family_options),
-            "features": list(self.features),
-            "label": self.label,
-            "classes": None if self.classes is None else list(self.classes),
-            "feature_ranges": [[float(low), float(high)] for low, high in self.feature_ranges],
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "proximal_mu": self.proximal_mu,
-            "seed": self.seed,
-            "round_number": self.round_number,
-            "site": self.site,
-            "validation_share": self.validation_share,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RoundTask":
-        """The task a JSON message describes; KeyError/ValueError/TypeError when malformed."""
-        classes = data["classes"]
-        return cls(
-            family=str(data["family"]),
-            family_options=dict(data.get("family_options") or {}),
-            features=[str(f) for f in data["features"]],
-            label=str(data["label"]),
-            classes=None if classes is None else [str(c) for c in classes],
-            feature_ranges=[(float(low), float(high)) for low, high in data["feature_ranges"]],
-            epochs=int(data["epochs"]),
-            batch_size=int(data["batch_size"]),
-            learning_rate=float(data["learning_rate"]),
-            proximal_mu=float(data.get("proximal_mu", 0.0)),
-            seed=int(data["seed"]),
-            round_number=int(data["round_number"]),
-            site=str(data["site"]),
-            validation_share=float(data.get("validation_share", 0.2)),
-        )
-
-
-@dataclass(frozen=True)
 class SiteResult:
-    """What a site sends back: parameters, training rows, validation scores, seconds spent."""
+    """What a site sends back: parameters, training rows, validation scores, seconds spent.
+
+    ``global_metrics`` score the model the site received, ``metrics`` its own update, both on
+    the site's validation rows (``validation_rows`` says how many).
+    """
 
     params: Params
     sample_count: int
     metrics: dict[str, float] = field(default_factory=dict)
+    global_metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class SiteRefusal(Exception):
-    """The site cannot train this round.
+class SiteRefusal(ProtocolError):
+    """The site cannot train this round: the protocol's error, with a message for the site.
 
     Codes: ``missing_file``, ``hash_mismatch``, ``invalid_task`` (family, options, classes or
     parameter shapes that do not fit), ``diverged`` (training produced non-finite numbers), and
-    the data codes ``missing_column``, ``not_numeric``, ``empty``, ``unknown_label``.
+    the data codes ``missing_column``, ``not_numeric``, ``empty``, ``unknown_label``. The
+    message may quote the file (it stays at the site); ``detail`` is filtered before it leaves.
     """
 
-    def __init__(self, code: str, detail: dict[str, Any], message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.detail = detail
+    def __init__(self, code: str, detail: Mapping[str, Any], message: str) -> None:
+        super().__init__(code, detail)
         self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def n_outputs_for(family: ModelFamily, classes: Sequence[str] | None) -> int:
@@ -223,10 +173,17 @@ def train_on_site(
     except ValueError as exc:
         raise SiteRefusal("invalid_task", {"reason": "validation_share"}, str(exc)) from exc
     loaded = time.perf_counter()
+    start = [np.asarray(p, dtype=np.float64) for p in global_params]
+    # The model as received, scored where the data lives, before this site moves it.
+    global_metrics: dict[str, float] = {}
+    if len(validation_rows):
+        global_metrics = family.evaluate(start, X[validation_rows], y[validation_rows])
+    global_metrics["validation_rows"] = float(len(validation_rows))
+    scored = time.perf_counter()
 
     try:
         params = family.train(
-            [np.asarray(p, dtype=np.float64) for p in global_params],
+            start,
             X[train_rows],
             y[train_rows],
             epochs=task.epochs,
@@ -250,10 +207,11 @@ def train_on_site(
         params=params,
         sample_count=len(train_rows),
         metrics=metrics,
+        global_metrics=global_metrics,
         timings={
             "load": loaded - started,
-            "train": trained - loaded,
-            "evaluate": evaluated - trained,
+            "train": trained - scored,
+            "evaluate": (evaluated - trained) + (scored - loaded),
         },
     )
 

@@ -16,6 +16,7 @@ from projects.models.problem import (
     TaskType,
 )
 from projects.models.run import ModelVersion, Round, SiteRound, Strategy, TrainingRun
+from projects.models.site import SiteHeartbeat, SiteKey
 
 __all__ = [
     "TERM_FIELDS",
@@ -32,6 +33,8 @@ __all__ = [
     "ProblemRevision",
     "Ratification",
     "Round",
+    "SiteHeartbeat",
+    "SiteKey",
     "SiteRound",
     "Strategy",
     "TaskType",

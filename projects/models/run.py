@@ -132,6 +132,9 @@ class Round(models.Model):
     timings = models.JSONField(_("timings (seconds)"), default=dict, blank=True)
     excluded = models.JSONField(_("excluded institutions"), default=list, blank=True)
     reason = models.TextField(_("reason"), blank=True)
+    # Answers dropped because they were not provably the site's own, by reason; reported once,
+    # when the round closes, so a flood cannot swell the audit trail.
+    forged = models.JSONField(_("forged answers dropped"), default=dict, blank=True)
     model = models.ForeignKey(
         "projects.ModelVersion",
         on_delete=models.SET_NULL,
@@ -186,7 +189,12 @@ class SiteRound(models.Model):
     reason = models.TextField(_("reason"), blank=True)
     sample_count = models.PositiveIntegerField(_("training rows"), null=True, blank=True)
     metrics = models.JSONField(_("local metrics"), default=dict, blank=True)
+    # The model the site received, scored on its validation rows before it trained.
+    global_metrics = models.JSONField(_("received model's metrics"), default=dict, blank=True)
     timings = models.JSONField(_("timings (seconds)"), default=dict, blank=True)
+    # Drawn afresh for each dispatch and signed into the task: only an answer that echoes it,
+    # signed by the site's active key, can count.
+    nonce = models.CharField(_("nonce"), max_length=32, blank=True)
     # The accepted update (encoded, base64) waits here until the round is aggregated.
     update = models.TextField(_("update"), blank=True)
     update_sha256 = models.CharField(_("SHA-256 of the update"), max_length=64, blank=True)

@@ -21,6 +21,7 @@ from projects.models import (
     ModelFamily,
     Participation,
     Problem,
+    SiteKey,
 )
 
 
@@ -145,6 +146,32 @@ def eligible_contributors(
     return eligible, excluded
 
 
+def _with_site_keys(
+    contributors: list[Contributor],
+) -> tuple[list[Contributor], list[Exclusion]]:
+    """Contributors whose site has an active key; the others, named, with the reason.
+
+    Without a key nothing the site answers can be proven its own, so it cannot take part.
+    """
+    keyed = set(
+        SiteKey.objects.filter(
+            institution__in=[c.institution for c in contributors], status=SiteKey.Status.ACTIVE
+        ).values_list("institution_id", flat=True)
+    )
+    return [c for c in contributors if c.institution.pk in keyed], [
+        Exclusion(
+            c.institution,
+            _(
+                "%(name)s has no active site key: its admin registers the key its site worker "
+                "signs with before it can contribute."
+            )
+            % {"name": c.institution.name},
+        )
+        for c in contributors
+        if c.institution.pk not in keyed
+    ]
+
+
 def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
     """Whether ``config`` may run on ``problem`` under its effective agreement, and why not."""
     # The caller may hold the problem since a run started; a revision since then must count.
@@ -226,6 +253,8 @@ def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
                 % {"epsilon": epsilon, "ceiling": ceiling, "n": n}
             )
     eligible, excluded = eligible_contributors(problem, agreement)
+    eligible, keyless = _with_site_keys(eligible)
+    excluded.extend(keyless)
     if config.contributors is not None:
         by_slug = {c.institution.slug: c for c in eligible}
         why = {e.institution.slug: e.reason for e in excluded}

@@ -15,6 +15,7 @@ from sklearn.datasets import load_breast_cancer
 from projects.federation.data import file_sha256, load_csv
 from projects.federation.encoding import encode_params
 from projects.federation.loop import LocalSite, initial_params, run_in_process, train_central
+from projects.federation.protocol import LearningSpec
 from projects.federation.site import RoundTask, evaluate_on_file
 
 LABEL = "diagnosis"
@@ -75,13 +76,17 @@ def hospitals(tmp_path_factory):
 
 
 def base_task(features, ranges, **changes):
+    spec = LearningSpec(
+        features=tuple(features),
+        label=LABEL,
+        classes=tuple(CLASSES),
+        feature_ranges=tuple(ranges),
+        task="classification",
+    )
     return RoundTask(
         **{
             **DEMO,
-            "features": features,
-            "label": LABEL,
-            "classes": CLASSES,
-            "feature_ranges": ranges,
+            "spec": spec,
             "proximal_mu": 0.0,
             "seed": 20240611,
             "round_number": 0,

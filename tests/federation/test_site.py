@@ -15,6 +15,7 @@ from projects.federation.data import (
 )
 from projects.federation.encoding import encode_params
 from projects.federation.loop import initial_params
+from projects.federation.protocol import LearningSpec
 from projects.federation.site import (
     RoundTask,
     SiteRefusal,
@@ -41,14 +42,21 @@ def site_file(tmp_path):
     return write(tmp_path / "site.csv", lines)
 
 
+SPEC = {
+    "features": ("dose", "age"),
+    "label": "outcome",
+    "classes": ("no", "yes"),
+    "feature_ranges": ((0.0, 10.0), (0.0, 100.0)),
+    "task": "classification",
+}
+
+
 def task(**changes):
+    spec = {key: changes.pop(key) for key in list(changes) if key in SPEC}
     values = {
         "family": "logistic_regression",
         "family_options": {},
-        "features": ["dose", "age"],
-        "label": "outcome",
-        "classes": ["no", "yes"],
-        "feature_ranges": [(0.0, 10.0), (0.0, 100.0)],
+        "spec": LearningSpec(**{**SPEC, **spec}),
         "epochs": 3,
         "batch_size": 8,
         "learning_rate": 0.5,
@@ -134,7 +142,7 @@ def test_site_rng_is_stable_and_separates_purposes():
 
 def test_round_task_survives_json():
     t = task(family_options={"l2": 0.1})
-    assert RoundTask.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert RoundTask.from_json(json.loads(json.dumps(t.to_json()))) == t
 
 
 def test_train_on_site(site_file):

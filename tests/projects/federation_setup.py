@@ -1,4 +1,8 @@
-"""The demo medical problem, seeded for tests that train: real files at each site's folder."""
+"""The demo medical problem, seeded for tests that train: real files and keys at each site's folder.
+
+Also what a site would send, computed by the real site code (``answer``), and what a site that
+misbehaves, or somebody who is not the site, could send instead (``signed_reply``).
+"""
 
 import io
 from pathlib import Path
@@ -7,7 +11,13 @@ from django.conf import settings
 from django.core.management import call_command
 
 from projects.demo import BREAST_CANCER
-from projects.models import Problem
+from projects.federation import encoding, signing
+from projects.federation.protocol import Envelope, SiteMessage, SiteReply, sha256_hex
+from projects.models import Problem, SiteRound, TrainingRun
+from projects.services.runs import dispatch
+from projects.services.runs.store import round_start_bytes
+from projects.site.handler import handle_task
+from projects.site.identity import default_key_path
 
 SITES = ["kaohsiung-harbour-hospital", "taichung-medical-centre", "taipei-north-hospital"]
 
@@ -19,3 +29,53 @@ def seed_medical(var_dir: Path) -> Problem:
     settings.MEDIA_ROOT = var_dir / "media"
     call_command("seed_demo", stdout=io.StringIO())
     return Problem.objects.get(slug=BREAST_CANCER)
+
+
+def site_key(slug: str):
+    """A demo site's private key, read from its own folder."""
+    path = default_key_path(Path(settings.SITE_DATA_ROOT) / slug, slug)
+    return signing.private_from_text(path.read_text())
+
+
+def message_for(run: TrainingRun, slug: str, number: int = 1) -> Envelope[SiteMessage]:
+    """The signed task the coordinator sends ``slug`` in round ``number`` (as it builds it)."""
+    site = SiteRound.objects.select_related("institution", "dataset", "round").get(
+        round__run=run, round__number=number, institution__slug=slug
+    )
+    params = round_start_bytes(run, number)
+    message = dispatch.site_message(run, site.round, site, sha256_hex(params))
+    return dispatch.seal([message], params)[0]
+
+
+def answer(run: TrainingRun, slug: str, number: int = 1) -> dict:
+    """What the site's worker would send: computed by the real site code on the real file."""
+    reply = handle_task(message_for(run, slug, number).to_wire(), queue=f"site.{slug}")
+    assert reply is not None
+    return reply.to_wire()
+
+
+def signed_reply(
+    run: TrainingRun,
+    slug: str,
+    number: int = 1,
+    *,
+    key=None,
+    update: bytes | None = None,
+    **fields,
+) -> dict:
+    """A reply to the real task, signed with ``key`` (the site's own by default).
+
+    ``update`` is the update's bytes (the round's start model by default); ``fields`` override
+    the reply's fields (sample_count, error, ...).
+    """
+    key = key or site_key(slug)
+    message = message_for(run, slug, number).body
+    blob = round_start_bytes(run, number) if update is None else update
+    values = {"update_sha256": encoding.params_sha256(blob), "sample_count": 100, **fields}
+    if values.get("error") is not None:
+        values["update_sha256"] = ""
+        values["sample_count"] = 0
+        blob = b""
+    kid = signing.fingerprint(signing.public_to_text(key))
+    reply = SiteReply.answering(message, kid, **values)
+    return Envelope.seal(reply, key, blob).to_wire()

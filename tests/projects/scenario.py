@@ -13,7 +13,9 @@ from django.utils import timezone
 
 from alliance.models import Institution, Role
 from projects import services
+from projects.federation import signing
 from projects.models import AgreementVersion, Participation, Problem
+from projects.services.sites import site_key_register
 from tests.factories import InstitutionFactory, member
 
 FEATURES: list[dict[str, Any]] = [
@@ -163,12 +165,14 @@ class Scenario:
             )
 
     def register(self) -> None:
+        """A and B register their datasets, and their admins the keys their sites sign with."""
         for site in (self.a, self.b):
             services.dataset_register(
                 actor=site.steward,
                 problem=self.refresh(),
                 **description(f"{site.institution.slug}.csv"),
             )
+        self.keys()
 
     def draft(self, **overrides: Any) -> AgreementVersion:
         self.agreement = services.agreement_draft(
@@ -185,8 +189,21 @@ class Scenario:
             )
         self.agreement.refresh_from_db()
 
+    def keys(self, *sites: Site) -> None:
+        """Each contributor's admin registers the key its site worker signs with."""
+        for site in sites or (self.a, self.b):
+            if site.institution.slug in self.extra.get("site_keys", {}):
+                continue
+            key = signing.generate()
+            self.extra.setdefault("site_keys", {})[site.institution.slug] = key
+            site_key_register(
+                actor=site.admin,
+                institution=site.institution,
+                public_key=signing.public_to_text(key),
+            )
+
     def ready(self) -> "Scenario":
-        """All the way to data ready."""
+        """All the way to data ready (the contributors' site keys registered on the way)."""
         self.propose()
         self.join()
         self.ratify()

@@ -429,6 +429,7 @@ def test_revocation_keeps_data_ready_while_enough_contributors_remain(ready):
         actor=third.steward, problem=ready.refresh(), **description("east.csv")
     )
     approve(ready, third, ready.agreement)  # a late contributor approves the effective version
+    ready.keys(third)
     services.agreement_revoke(actor=ready.b.steward, version=ready.agreement, reason="Paused.")
     problem = ready.refresh()
     assert problem.stage == Problem.Stage.DATA_READY

@@ -17,6 +17,7 @@ from django.urls import reverse
 from alliance.models import AuditEvent, Institution
 from projects import services
 from projects.diff import definition_diff, revision_diff
+from projects.federation import signing
 from projects.models import AgreementVersion, Dataset, Participation, Problem, ProblemRevision
 from projects.models.agreement import terms_sha256
 from projects.schema import describe_csv
@@ -148,6 +149,15 @@ def test_the_governance_story_through_the_api(scenario, api_as, tmp_path):
     assert response.status_code == 201, response.content
     assert response.json()["row_count"] == 55
     assert Dataset.objects.filter(problem__slug=SLUG).count() == 2
+
+    # Each contributor's admin registers the key its site worker signs with.
+    for site in (a, b):
+        public = signing.public_to_text(signing.generate())
+        response = api_as(site.admin).post(
+            url("site-key-list"), {"public_key": public, "label": "fl-worker-01"}, format="json"
+        )
+        assert response.status_code == 201, response.content
+        assert response.json()["fingerprint"] == signing.fingerprint(public)
 
     # The proposer drafts the agreement; both contributors' stewards approve that exact text.
     response = api_as(a.researcher).post(

@@ -301,6 +301,7 @@ def test_a_newly_ratified_revision_rechecks_the_datasets(scenario):
     old = register(scenario, description("b.csv"), site=scenario.b)  # ages up to 88
     scenario.draft()
     scenario.approve()
+    scenario.keys()
     assert scenario.refresh().stage == Problem.Stage.DATA_READY
 
     features = copy.deepcopy(FEATURES)

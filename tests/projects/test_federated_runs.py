@@ -4,7 +4,6 @@ The demo medical problem is seeded with its CSV files under a temporary sites fo
 workers read them exactly as a member's site worker would.
 """
 
-import dataclasses
 import io
 import os
 import signal
@@ -19,21 +18,17 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.utils import timezone
 
 from alliance.models import AuditEvent
 from alliance.services.audit import audit_verify
-from portal.common.errors import ApplicationError
+from portal.common import keys
 from projects.demo import BREAST_CANCER_FILE, HOLDOUT_FILE, UNIVERSITY
-from projects.federation import encoding
 from projects.federation.loop import LocalSite, run_in_process, train_central
 from projects.federation.site import RoundTask, evaluate_on_file
-from projects.models import AgreementApproval, Problem, Round, SiteRound, TrainingRun
+from projects.models import Problem, Round, SiteRound, TrainingRun
 from projects.services import runs
-from projects.site_tasks import site_round
 from tests.conftest import require_postgres, wait_for
 from tests.projects.federation_setup import SITES, seed_medical
 
@@ -88,22 +83,7 @@ def finished(run: TrainingRun, timeout: float = 60) -> TrainingRun:
 
 
 def base_task(run: TrainingRun) -> RoundTask:
-    spec = run.spec
-    return RoundTask(
-        family=run.model_family,
-        family_options=run.family_options,
-        features=spec["features"],
-        label=spec["label"],
-        classes=spec["classes"],
-        feature_ranges=[tuple(r) for r in spec["feature_ranges"]],
-        epochs=run.local_epochs,
-        batch_size=run.batch_size,
-        learning_rate=run.learning_rate,
-        proximal_mu=0.0,
-        seed=run.seed,
-        round_number=0,
-        site="",
-    )
+    return runs.round_task(run, 0, "")
 
 
 def local_sites(run: TrainingRun) -> list[LocalSite]:
@@ -243,6 +223,9 @@ def _worker_env() -> dict[str, str]:
         "BROKER_FOLDER": str(settings.BROKER_FOLDER),
         "SITE_DATA_ROOT": str(settings.SITE_DATA_ROOT),
         "CELERY_VISIBILITY_TIMEOUT": "10",
+        # The same portal as the test's own: tasks signed with its key, which sites trust.
+        "PORTAL_SIGNING_KEY": keys.key_to_text(keys.portal_key()),
+        "PORTAL_PUBLIC_KEY": keys.portal_public_text(),
     }
 
 
@@ -301,181 +284,13 @@ def test_a_coordinator_killed_mid_run_is_replaced_and_the_run_finishes(
     finally:
         if first.poll() is None:
             first.kill()
+            first.wait(10)
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
     assert run.round_set.filter(status="succeeded").count() == 12
     # Every round counted each site once, whatever was redelivered.
     for round_ in run.round_set.all():
         assert round_.sites.filter(status="contributed").count() == 3
     assert AuditEvent.objects.filter(action="round.closed").count() == 12
-
-
-# --- The coordinator's services, with answers delivered by hand -----------------------------
-
-
-def _answer(run: TrainingRun, slug: str, number: int = 1) -> dict:
-    """What the site's worker would send: computed by the real site code on the real file."""
-    site = SiteRound.objects.select_related("institution", "dataset").get(
-        round__run=run, round__number=number, institution__slug=slug
-    )
-    params_text = encoding.to_text(runs.model_bytes(run.models.order_by("-round_number")[0]))
-    return site_round(runs._site_message(run, number, site, params_text))
-
-
-@pytest.fixture
-def started(db, medical) -> TrainingRun:
-    """A launched run with round 1 open (nothing is dispatched: no commit in these tests)."""
-    run = launch(medical, rounds=2, min_contributors=2)
-    runs.run_advance(run.pk)
-    return run
-
-
-def test_a_duplicate_delivery_counts_once(started):
-    answer = _answer(started, SITES[0])
-    runs.update_receive(answer)
-    runs.update_receive(answer)
-    round_ = started.round_set.get(number=1)
-    assert round_.sites.filter(status="contributed").count() == 1
-    assert round_.status == Round.Status.RUNNING
-
-    runs.update_receive(_answer(started, SITES[1]))
-    runs.update_receive(_answer(started, SITES[2]))
-    runs.update_receive(answer)  # late, after the round closed: ignored
-    round_.refresh_from_db()
-    assert round_.status == Round.Status.SUCCEEDED
-    assert round_.contributors == 3
-    assert started.round_set.filter(number=2, status="running").exists()
-
-
-TAMPERED = [
-    (lambda a: {**a, "params": "not base64 at all!"}, "malformed"),
-    (lambda a: {**a, "params": encoding.to_text(b"\x93NUMPY junk")}, "malformed"),
-    (
-        lambda a: {**a, "params": encoding.to_text(encoding.encode_params([np.zeros((2, 2))]))},
-        "count",
-    ),
-    (lambda a: {**a, "params": _with(a, lambda p: [p[0][:-1], p[1]])}, "shape"),
-    (lambda a: {**a, "params": _with(a, lambda p: [p[0] * np.nan, p[1]])}, "not_finite"),
-    (lambda a: {**a, "params": _with(a, lambda p: [p[0] + 1e6, p[1]])}, "norm"),
-    (lambda a: {**a, "params": "A" * 2_000_000}, "too_large"),
-    (lambda a: {**a, "sample_count": -3}, "bad_answer"),
-]
-
-
-def test_a_malformed_update_is_rejected_with_its_reason_and_the_round_goes_on(db, medical):
-    for tamper, code in TAMPERED:
-        run = launch(medical, rounds=2, min_contributors=2)
-        runs.run_advance(run.pk)
-        runs.update_receive(tamper(_answer(run, SITES[0])))
-        site = SiteRound.objects.get(round__run=run, institution__slug=SITES[0])
-        assert site.status == SiteRound.Status.REJECTED, code
-        assert site.reason_code == code
-        assert site.reason
-        assert AuditEvent.objects.filter(
-            action="round.update_rejected", payload__code=code, payload__run=run.number
-        ).exists()
-
-        runs.update_receive(_answer(run, SITES[1]))
-        runs.update_receive(_answer(run, SITES[2]))
-        round_ = run.round_set.get(number=1)
-        assert round_.status == Round.Status.SUCCEEDED, code
-        assert round_.contributors == 2
-
-
-def _with(answer: dict, change) -> str:
-    params = encoding.decode_params(encoding.from_text(answer["params"]))
-    return encoding.to_text(encoding.encode_params(change(params)))
-
-
-def test_a_site_refuses_a_file_that_differs_from_the_registered_one(started):
-    path = Path(settings.SITE_DATA_ROOT) / SITES[0] / BREAST_CANCER_FILE
-    path.write_text(path.read_text() + path.read_text().splitlines()[-1] + "\n")
-    answer = _answer(started, SITES[0])
-    assert answer["error"]["code"] == "hash_mismatch"
-    assert "params" not in answer
-    runs.update_receive(answer)
-    site = SiteRound.objects.get(round__run=started, institution__slug=SITES[0])
-    assert site.status == SiteRound.Status.REJECTED
-    assert "SHA-256" in site.reason
-
-
-def test_a_site_key_may_not_leave_the_site_folder(started):
-    site = SiteRound.objects.select_related("institution", "dataset").get(
-        round__run=started, round__number=1, institution__slug=SITES[0]
-    )
-    message = runs._site_message(started, 1, site, "")
-    message["site_key"] = "../taipei-north-hospital/breast_cancer.csv"
-    assert site_round(message)["error"]["code"] == "missing_file"
-
-
-def test_the_policy_is_asked_before_every_round(started):
-    for slug in SITES:
-        runs.update_receive(_answer(started, slug))
-    # Before round 2 opens, one steward revokes and the agreement lapses.
-    approval = AgreementApproval.objects.get(version=started.agreement, institution__slug=SITES[0])
-    approval.revoked_at = timezone.now()
-    approval.save()
-    type(started.agreement).objects.filter(pk=started.agreement.pk).update(
-        expires_on=timezone.localdate() - timezone.timedelta(days=1)
-    )
-    Round.objects.filter(run=started, number=2).delete()  # opened on receipt; ask again
-    runs.run_advance(started.pk)
-    started.refresh_from_db()
-    assert started.status == TrainingRun.Status.FAILED
-    assert any("expired" in reason for reason in started.reasons)
-    assert AuditEvent.objects.filter(action="run.refused").exists()
-
-
-def test_a_revoked_contributor_is_left_out_of_the_next_round(started):
-    for slug in SITES:
-        runs.update_receive(_answer(started, slug))
-    Round.objects.filter(run=started, number=2).delete()
-    approval = AgreementApproval.objects.get(version=started.agreement, institution__slug=SITES[0])
-    approval.revoked_at = timezone.now()
-    approval.save()
-    round_ = runs.run_advance(started.pk)
-    assert sorted(round_.sites.values_list("institution__slug", flat=True)) == SITES[1:]
-    assert [e["institution"] for e in round_.excluded] == [SITES[0]]
-
-
-def test_launch_is_refused_with_every_reason(db, medical):
-    with pytest.raises(ApplicationError) as refused:
-        launch(medical, model_family="mlp", min_contributors=2)
-    assert "does not permit the model family" in refused.value.message
-    assert refused.value.extra["reasons"]
-    assert not TrainingRun.objects.exists()
-
-
-def test_launch_checks_its_settings(db, medical):
-    with pytest.raises(ApplicationError) as refused:
-        launch(medical, rounds=0, learning_rate=-1.0, strategy="nonsense")
-    assert set(refused.value.extra["errors"]) >= {"rounds", "learning_rate", "strategy"}
-
-
-def test_only_researchers_of_contributing_institutions_launch(db, medical):
-    viewer = User.objects.get(username="metro-taipei-viewer")
-    with pytest.raises(PermissionDenied):
-        runs.run_launch(actor=viewer, problem=medical, config=runs.LaunchConfig())
-
-
-def test_the_same_configuration_gives_the_same_model_bit_for_bit(db, medical):
-    first = launch(medical, rounds=1)
-    second = launch(medical, rounds=1)
-    other = launch(medical, rounds=1, seed=7)
-    for run in (first, second, other):
-        runs.run_advance(run.pk)
-        for slug in SITES:
-            runs.update_receive(_answer(run, slug))
-    sha = [run.models.get(round_number=1).sha256 for run in (first, second, other)]
-    assert sha[0] == sha[1] != sha[2]
-
-
-def test_fedprox_sends_its_proximal_term_to_the_sites(db, medical):
-    run = launch(medical, rounds=1, strategy="fedprox", strategy_options={"mu": 0.5})
-    round_ = runs.run_advance(run.pk)
-    site = round_.sites.select_related("institution", "dataset").first()
-    assert runs._site_message(run, 1, site, "")["task"]["proximal_mu"] == 0.5
-    unchanged = dataclasses.replace(base_task(run), proximal_mu=0.5)
-    assert unchanged.proximal_mu == 0.5
 
 
 # --- The command line -------------------------------------------------------------------------
@@ -585,6 +400,8 @@ def test_a_site_worker_started_by_run_site_worker_trains_without_the_portal_data
             remote,
             "--data-dir",
             str(data),
+            "--key",
+            str(Path(settings.SITE_DATA_ROOT) / remote / ".site" / f"{remote}.key"),
             "--loglevel",
             "WARNING",
         ],
@@ -606,18 +423,3 @@ def test_a_site_worker_started_by_run_site_worker_trains_without_the_portal_data
         ).count()
         == 2
     )
-
-
-def test_an_answer_echoes_its_ticket_and_run_launch(started):
-    answer = _answer(started, SITES[0])
-    site = SiteRound.objects.get(round__run=started, institution__slug=SITES[0])
-    assert answer["ticket"] == site.pk
-    assert answer["launched"] == started.created_at.timestamp()
-    # A wrong echo is no shortcut to another site's row: the answer is simply not counted.
-    other = SiteRound.objects.get(round__run=started, institution__slug=SITES[1])
-    runs.update_receive({**answer, "ticket": other.pk})
-    assert set(SiteRound.objects.filter(round__run=started).values_list("status", flat=True)) == {
-        "dispatched"
-    }
-    runs.update_receive(answer)
-    assert SiteRound.objects.get(pk=site.pk).status == "contributed"

@@ -52,6 +52,7 @@ def three(ready) -> Scenario:
     services.agreement_approve(
         actor=site.steward, version=ready.agreement, terms_sha256=ready.agreement.terms_sha256
     )
+    ready.keys(site)
     ready.extra["d"] = site
     ready.refresh()
     return ready

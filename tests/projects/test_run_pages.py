@@ -18,7 +18,7 @@ from django.utils import timezone
 from alliance.models import AuditEvent
 from projects.federation.encoding import encode_params
 from projects.models import Dataset, Round, SiteRound, TrainingRun
-from projects.services.runs import LaunchConfig, _store_model, run_launch
+from projects.services.runs import LaunchConfig, model_store, run_launch
 from tests.factories import StaffFactory, UserFactory
 from tests.projects.scenario import Scenario, make_site
 
@@ -70,7 +70,7 @@ def add_rounds(scenario: Scenario, run: TrainingRun, closed: int = 1) -> Trainin
             timings={"dispatch": 0.01, "site_compute": 1.5, "aggregation": 0.002},
         )
         blob = encode_params([np.full((3, 1), float(number)), np.zeros(1)])
-        round_.model = _store_model(run, number, blob, round_.metrics)
+        round_.model = model_store(run=run, round_number=number, blob=blob, metrics=round_.metrics)
         round_.save()
         SiteRound.objects.create(
             round=round_,

@@ -18,6 +18,7 @@ from projects.models import (
     Participation,
     Problem,
     ProblemRevision,
+    SiteKey,
 )
 from projects.permissions import problem_visible_to
 from projects.selectors import inbox_for
@@ -168,13 +169,20 @@ def test_seed_demo_twice_changes_nothing(settings, tmp_path):
     events = AuditEvent.objects.count()
     rows = {
         model: model.objects.count()
-        for model in (Problem, ProblemRevision, Participation, Dataset, AgreementVersion)
+        for model in (Problem, ProblemRevision, Participation, Dataset, AgreementVersion, SiteKey)
     }
-    second_output = _seed(settings, tmp_path / "two")
+    keys = {p: p.read_text() for p in (tmp_path / "one" / "sites").glob("*/.site/*.key")}
+    assert len(keys) == rows[SiteKey] > 0  # every demo site has its key, registered
+    second_output = _seed(settings, tmp_path / "one")
     assert AuditEvent.objects.count() == events
     assert {model: model.objects.count() for model in rows} == rows
     assert second_output == first_output
-    # The same bytes wherever and whenever they are written: the registered hashes still hold.
+    assert {p: p.read_text() for p in keys} == keys
+    # Seeded on another machine, the sites make new keys (private keys never travel) and
+    # register them; the data files are the same bytes wherever and whenever they are written.
+    _seed(settings, tmp_path / "two")
+    assert SiteKey.objects.filter(status="active").count() == rows[SiteKey]
+    assert SiteKey.objects.filter(status="retired").count() == rows[SiteKey]
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
     for dataset in Dataset.objects.select_related("institution"):
         path = tmp_path / "two" / "sites" / dataset.institution.slug / dataset.site_key

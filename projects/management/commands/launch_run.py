@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 from alliance.models import Role
 from portal.common.errors import ApplicationError, error_text
 from projects.models import Problem, Round, Strategy, TrainingRun
+from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services import runs
 
 
@@ -86,12 +87,12 @@ class Command(BaseCommand):
         # A researcher first: launching runs is their work; an admin only when none may.
         candidates = User.objects.filter(
             is_active=True,
-            membership__role__in=runs.LAUNCH_ROLES,
+            membership__role__in=LAUNCH_ROLES,
             membership__institution__participations__problem=problem,
         ).order_by("username")
         ranked = sorted(candidates, key=lambda u: u.membership.role != Role.RESEARCHER)
         for candidate in ranked:
-            if runs.can_launch(candidate, problem):
+            if can_launch(candidate, problem):
                 return candidate
         raise CommandError(_("Nobody may launch a run on this problem."))
 

@@ -1,0 +1,51 @@
+"""Federated training runs, along the round's contract (``projects.federation.protocol``).
+
+- ``launch``: the launch configuration, its one check, and ``run_launch``;
+- ``dispatch``: a round's signed task for each site, built once and published;
+- ``rounds``: opening, closing at the deadline, cancelling and resuming rounds;
+- ``closing``: aggregating a round's contributions into the next global model;
+- ``answers``: a site's signed answer, verified before it touches a row, counted once;
+- ``store``: the content-addressed model versions.
+"""
+
+from projects.services.runs.answers import rejection_text, update_receive
+from projects.services.runs.dispatch import round_task, site_message
+from projects.services.runs.launch import (
+    DEFAULTS,
+    LIMITS,
+    LaunchConfig,
+    launch_errors,
+    learning_spec,
+    limits,
+    run_launch,
+)
+from projects.services.runs.rounds import (
+    close_when_answered,
+    round_deadline,
+    run_advance,
+    run_cancel,
+    runs_resume,
+)
+from projects.services.runs.store import model_bytes, model_params, model_store
+
+__all__ = [
+    "DEFAULTS",
+    "LIMITS",
+    "LaunchConfig",
+    "close_when_answered",
+    "launch_errors",
+    "learning_spec",
+    "limits",
+    "model_bytes",
+    "model_params",
+    "model_store",
+    "rejection_text",
+    "round_deadline",
+    "round_task",
+    "run_advance",
+    "run_cancel",
+    "run_launch",
+    "runs_resume",
+    "site_message",
+    "update_receive",
+]

@@ -1,0 +1,215 @@
+"""Closing a round: drop the silent sites, aggregate what counted, store and audit the model.
+
+Runs inside the caller's transaction with the round locked. At the deadline, sites that have not
+answered are dropped. With fewer contributions than the run's minimum the round and the run
+fail; otherwise the contributions are aggregated in a fixed order (by institution), the new
+global model is stored and the round audited, with the answers dropped as forged reported once.
+"""
+
+import time
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from alliance.services.audit import audit_record
+from projects.federation import encoding, strategies
+from projects.models import Round, SiteRound, TrainingRun
+from projects.services.runs.store import model_store, round_start_bytes
+
+
+def fail_run(run: TrainingRun, reasons: list[str], *, action: str = "run.failed") -> None:
+    run.status = TrainingRun.Status.FAILED
+    run.reasons = [str(r) for r in reasons]
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "reasons", "finished_at"])
+    audit_record(
+        actor=None,
+        action=action,
+        target=run,
+        subject_institution=run.institution,
+        payload={"problem": run.problem.slug, "run": run.number, "reasons": run.reasons},
+    )
+
+
+def weighted_metrics(sites: list[SiteRound]) -> dict[str, float]:
+    """The sites' validation metrics, each weighted by the site's validation rows."""
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for s in sites:
+        w = float(s.metrics.get("validation_rows") or s.sample_count or 1)
+        for key, value in s.metrics.items():
+            if key == "validation_rows":
+                continue
+            totals[key] = totals.get(key, 0.0) + w * value
+            weights[key] = weights.get(key, 0.0) + w
+    return {k: totals[k] / weights[k] for k in sorted(totals) if weights[k] > 0}
+
+
+def _report_forged(round_: Round) -> None:
+    """One audit event for every answer the round dropped as not provably a site's own."""
+    if not round_.forged:
+        return
+    audit_record(
+        actor=None,
+        action="round.forged_answers_dropped",
+        target=round_.run,
+        subject_institution=round_.run.institution,
+        payload={
+            "run": round_.run.number,
+            "round": round_.number,
+            "count": sum(round_.forged.values()),
+            "by_reason": dict(sorted(round_.forged.items())),
+        },
+    )
+
+
+def _timings(round_: Round, sites: list[SiteRound], contributed: list[SiteRound]) -> dict:
+    timings = dict(round_.timings or {})
+    started = round_.started_at.timestamp()
+    for s in sites:
+        sent = s.timings.pop("sent_at", None)
+        if sent is not None:
+            s.timings["dispatch"] = max(sent - started, 0.0)
+
+    def slowest(key: str) -> float:
+        return max((s.timings.get(key, 0.0) for s in contributed), default=0.0)
+
+    timings.update(
+        {
+            "dispatch": slowest("dispatch"),
+            "site_compute": slowest("compute"),
+            "queue_wait": slowest("queue_wait"),
+            "collection": slowest("return"),
+        }
+    )
+    return timings
+
+
+def close_round(
+    round_: Round, *, at_deadline: bool = False, sites: list[SiteRound] | None = None
+) -> bool:
+    """Close the round (inside the caller's transaction, round locked); True if the run goes on.
+
+    ``sites``: the round's site rows when the caller has just read them (under the lock).
+    """
+    t0 = time.time()
+    run = round_.run
+    now = timezone.now()
+    if sites is None:
+        sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
+    dropped = [s for s in sites if s.status == SiteRound.Status.DISPATCHED]
+    for s in dropped:
+        s.status = SiteRound.Status.DROPPED
+        s.reason = _("No answer before the round's deadline.")
+    if dropped:
+        SiteRound.objects.bulk_update(dropped, ["status", "reason"])
+    contributed = [s for s in sites if s.status == SiteRound.Status.CONTRIBUTED]
+    summary = {
+        "problem": run.problem.slug,
+        "run": run.number,
+        "round": round_.number,
+        "contributed": [s.institution.slug for s in contributed],
+        "dropped": [s.institution.slug for s in dropped],
+        "rejected": {
+            s.institution.slug: s.reason_code
+            for s in sites
+            if s.status == SiteRound.Status.REJECTED
+        },
+        "updates": {s.institution.slug: s.update_sha256 for s in contributed},
+    }
+    round_.contributors = len(contributed)
+    timings = _timings(round_, sites, contributed)
+    _report_forged(round_)
+    if len(contributed) < run.min_contributors:
+        round_.status = Round.Status.FAILED
+        round_.reason = _(
+            "Only %(count)s of the %(needed)s contributions the run needs arrived "
+            "(%(dropped)s dropped at the deadline, %(rejected)s rejected)."
+        ) % {
+            "count": len(contributed),
+            "needed": run.min_contributors,
+            "dropped": len(dropped),
+            "rejected": len(summary["rejected"]),
+        }
+        round_.timings = timings
+        round_.closed_at = timezone.now()
+        round_.save()
+        audit_record(
+            actor=None,
+            action="round.failed",
+            target=round_.run,
+            subject_institution=run.institution,
+            payload={**summary, "reason": round_.reason},
+        )
+        fail_run(
+            run,
+            [_("Round %(n)s failed: %(reason)s") % {"n": round_.number, "reason": round_.reason}],
+        )
+        return False
+
+    global_params = encoding.decode_params(round_start_bytes(run, round_.number))
+    results = [
+        (encoding.decode_params(encoding.from_text(s.update)), float(s.sample_count))
+        for s in contributed
+    ]
+    state = (
+        encoding.decode_params(encoding.from_text(run.strategy_state))
+        if run.strategy_state
+        else None
+    )
+    params, state = strategies.aggregate(
+        run.strategy, global_params, results, state, run.strategy_options
+    )
+    blob = encoding.encode_params(params)
+    t1 = time.time()
+    metrics = weighted_metrics(contributed)
+    model = model_store(run=run, round_number=round_.number, blob=blob, metrics=metrics)
+    if state is not None:
+        run.strategy_state = encoding.to_text(encoding.encode_params(state))
+    for s in contributed:
+        s.update = ""  # the aggregate is kept; the site's update has served (its hash stays)
+    SiteRound.objects.bulk_update(sites, ["update", "timings"])
+    round_.status = Round.Status.SUCCEEDED
+    round_.metrics = metrics
+    round_.model = model
+    timings["aggregation"] = t1 - t0
+    timings["persistence"] = time.time() - t1
+    round_.timings = {k: round(v, 6) for k, v in timings.items()}
+    # Closed once aggregated and stored: the round's wall time includes both.
+    round_.closed_at = timezone.now()
+    round_.save()
+    audit_record(
+        actor=None,
+        action="round.closed",
+        target=round_.run,
+        subject_institution=run.institution,
+        payload={
+            **summary,
+            "model_sha256": model.sha256,
+            "metrics": metrics,
+            "at_deadline": at_deadline,
+        },
+    )
+    fields = ["strategy_state"] if state is not None else []
+    if round_.number >= run.rounds:
+        run.status = TrainingRun.Status.SUCCEEDED
+        run.finished_at = now
+        fields += ["status", "finished_at"]
+    if fields:
+        run.save(update_fields=fields)
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        audit_record(
+            actor=None,
+            action="run.succeeded",
+            target=run,
+            subject_institution=run.institution,
+            payload={
+                "problem": run.problem.slug,
+                "run": run.number,
+                "rounds": round_.number,
+                "model_sha256": model.sha256,
+                "metrics": metrics,
+            },
+        )
+        return False
+    return True

@@ -1,0 +1,104 @@
+"""What the coordinator sends: a round's task for each site, built once, signed, published.
+
+A round's messages are built from the database rows of the round (inside the transaction that
+opens it) and published after commit; a coordinator that resumes an open round rebuilds the same
+messages from the same rows. Each is a ``SiteMessage`` signed with the portal's key
+(``PORTAL_SIGNING_KEY``); the global parameters travel beside it, bound by their SHA-256.
+"""
+
+import secrets
+import time
+from typing import Any
+
+from portal.common.keys import portal_key
+from projects.federation import strategies
+from projects.federation.protocol import (
+    DatasetRef,
+    Envelope,
+    LearningSpec,
+    RoundTask,
+    SiteMessage,
+)
+from projects.models import Round, SiteRound, TrainingRun
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def round_task(run: TrainingRun, number: int, slug: str) -> RoundTask:
+    """What site ``slug`` trains in round ``number`` of ``run``.
+
+    The benchmark and the tests replay runs in process from the same task, so both read it here.
+    """
+    strategy = strategies.get_strategy(run.strategy)
+    mu = run.strategy_options.get("mu", 0.0) if "mu" in strategy.client_options else 0.0
+    return RoundTask(
+        family=run.model_family,
+        family_options=dict(run.family_options),
+        spec=LearningSpec.from_json(run.spec),
+        epochs=run.local_epochs,
+        batch_size=run.batch_size,
+        learning_rate=run.learning_rate,
+        proximal_mu=float(mu),
+        seed=run.seed,
+        round_number=number,
+        site=slug,
+    )
+
+
+def launched_text(run: TrainingRun) -> str:
+    """The run's launch time as the protocol carries it."""
+    return run.created_at.isoformat()
+
+
+def site_message(
+    run: TrainingRun, round_: Round, site: SiteRound, params_sha256: str
+) -> SiteMessage:
+    """The task for one site's row of a round (``site.institution`` and ``site.dataset`` read)."""
+    slug = site.institution.slug
+    return SiteMessage(
+        kind="train",
+        run=run.pk,
+        launched=launched_text(run),
+        round=round_.number,
+        site=slug,
+        ticket=site.pk,
+        nonce=site.nonce,
+        deadline=int(round_.deadline_at.timestamp()) + 1,
+        dataset=DatasetRef(
+            site_key=site.dataset.site_key,
+            sha256=site.dataset.sha256,
+            rows=site.dataset.row_count,
+        ),
+        task=round_task(run, round_.number, slug),
+        params_sha256=params_sha256,
+        max_update_bytes=run.max_update_bytes,
+    )
+
+
+def seal(messages: list[SiteMessage], params: bytes) -> list[Envelope[SiteMessage]]:
+    """Sign each message with the portal's key; the parameters ride beside them."""
+    key = portal_key()
+    return [Envelope.seal(message, key, params) for message in messages]
+
+
+def publish(envelopes: list[Envelope[SiteMessage]]) -> None:
+    """Put each site's task on its own queue ``site.<slug>``."""
+    from projects.site_tasks import site_train_task
+
+    with site_train_task.app.producer_or_acquire() as producer:
+        for envelope in envelopes:
+            wire: dict[str, Any] = envelope.to_wire()
+            wire["sent_at"] = time.time()  # a timing annotation, outside the signature
+            site_train_task.apply_async(
+                args=[wire], queue=f"site.{envelope.body.site}", producer=producer
+            )
+
+
+def schedule_deadline(run_id: int, number: int, countdown: float) -> None:
+    from projects.tasks import round_deadline_task
+
+    round_deadline_task.apply_async(
+        args=[run_id, number], countdown=max(countdown, 0), queue="coordinator"
+    )

@@ -1,0 +1,246 @@
+"""A run's rounds: open the next one, close one at its deadline, cancel, resume after a restart.
+
+The coordinator's state lives in the database. Celery carries the work (``projects.tasks`` on
+the coordinator queue, ``projects.site_tasks`` on each site's queue) and every step here is
+idempotent: a duplicate task finds the round already open or closed and does nothing, and
+``runs_resume`` picks up whatever a stopped coordinator left open.
+"""
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from alliance.services.audit import audit_record
+from portal.common.errors import Conflict
+from projects.federation.protocol import sha256_hex
+from projects.models import Round, SiteRound, TrainingRun
+from projects.permissions import can_cancel
+from projects.services.policy import RunConfig, run_policy_check
+from projects.services.runs.closing import close_round, fail_run
+from projects.services.runs.dispatch import (
+    new_nonce,
+    publish,
+    schedule_deadline,
+    seal,
+    site_message,
+)
+from projects.services.runs.store import round_start_bytes
+
+
+def run_advance(run_id: int) -> Round | None:
+    """Start the run's next round, after asking the agreement policy again; or do nothing.
+
+    Nothing happens when the run has finished or a round is already open (a duplicate or late
+    task). A refusal by the policy fails the run with every reason.
+    """
+    with transaction.atomic():
+        run = (
+            TrainingRun.objects.select_for_update(of=("self",))
+            .select_related("problem", "agreement", "institution")
+            .filter(pk=run_id)
+            .order_by()  # the models' default orderings would join up to the problem
+            .first()
+        )
+        if run is None or run.is_finished:
+            return None
+        statuses = list(run.round_set.values_list("status", flat=True))
+        if Round.Status.RUNNING in statuses:
+            return None
+        done = statuses.count(Round.Status.SUCCEEDED)
+        if done >= run.rounds:
+            return None
+        if run.status == TrainingRun.Status.QUEUED:
+            run.status = TrainingRun.Status.RUNNING
+            run.started_at = timezone.now()
+            run.save(update_fields=["status", "started_at"])
+        decision = run_policy_check(
+            problem=run.problem,
+            config=RunConfig(
+                model_family=run.model_family,
+                min_contributors=run.min_contributors,
+                agreement_version=run.agreement.number,
+            ),
+        )
+        if not decision.allowed:
+            fail_run(run, list(decision.reasons), action="run.refused")
+            return None
+        number = done + 1
+        now = timezone.now()
+        round_ = Round.objects.create(
+            run=run,
+            number=number,
+            started_at=now,
+            deadline_at=now + timedelta(seconds=run.round_deadline),
+            excluded=[
+                {"institution": e.institution.slug, "name": e.institution.name, "reason": e.reason}
+                for e in decision.excluded
+            ],
+        )
+        sites = SiteRound.objects.bulk_create(
+            SiteRound(round=round_, institution=c.institution, dataset=c.dataset, nonce=new_nonce())
+            for c in sorted(decision.contributors, key=lambda c: c.institution.slug)
+        )
+        audit_record(
+            actor=None,
+            action="round.started",
+            target=run,  # a round's events name its run, so one filter finds the whole run
+            subject_institution=run.institution,
+            payload={
+                "problem": run.problem.slug,
+                "run": run.number,
+                "round": number,
+                "agreement_version": run.agreement.number,
+                "sites": [s.institution.slug for s in sites],
+                "datasets": {s.institution.slug: s.dataset.sha256 for s in sites},
+                "excluded": round_.excluded,
+            },
+        )
+        params = round_start_bytes(run, number)
+        sha = sha256_hex(params)
+        envelopes = seal([site_message(run, round_, s, sha) for s in sites], params)
+        deadline = run.round_deadline
+
+        def dispatch() -> None:
+            publish(envelopes)
+            schedule_deadline(run_id, number, deadline)
+
+        transaction.on_commit(dispatch)
+    return round_
+
+
+def round_deadline(run_id: int, number: int) -> None:
+    """The round's deadline passed: close it with what arrived, if it is still open."""
+    goes_on = False
+    with transaction.atomic():
+        round_ = (
+            Round.objects.select_for_update(of=("self",))
+            .select_related("run__problem", "run__institution")
+            .filter(run_id=run_id, number=number, status=Round.Status.RUNNING)
+            .order_by()
+            .first()
+        )
+        if round_ is None:
+            return
+        if round_.deadline_at > timezone.now():
+            # Early (a clock skew or a resumed check): look again when it is due.
+            remaining = (round_.deadline_at - timezone.now()).total_seconds()
+            transaction.on_commit(lambda: schedule_deadline(run_id, number, remaining))
+            return
+        goes_on = close_round(round_, at_deadline=True)
+    if goes_on:
+        run_advance(run_id)
+
+
+def close_when_answered(run_id: int, number: int) -> bool:
+    """Close the round if it is still open and every site answered; True if the run goes on.
+
+    Checked again under the round's lock: a concurrent answer or the deadline may have closed it.
+    """
+    with transaction.atomic():
+        round_ = (
+            Round.objects.select_for_update(of=("self",))
+            .select_related("run__problem", "run__institution")
+            .filter(run_id=run_id, number=number)
+            .order_by()
+            .first()
+        )
+        if round_ is None or round_.status != Round.Status.RUNNING:
+            return False
+        sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
+        if any(s.status == SiteRound.Status.DISPATCHED for s in sites):
+            return False
+        return close_round(round_, sites=sites)
+
+
+def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
+    """Stop a queued or running run; answers still on their way are ignored when they arrive."""
+    if not can_cancel(actor, run):
+        raise PermissionDenied(
+            _("Only the launching institution's researchers and admins, or staff, cancel a run.")
+        )
+    with transaction.atomic():
+        # The open round first, then the run: the order a closing round takes them in, so the
+        # two never wait for each other. A round that closed meanwhile is no longer open here.
+        open_rounds = list(
+            Round.objects.select_for_update(of=("self",)).filter(
+                run_id=run.pk, status=Round.Status.RUNNING
+            )
+        )
+        run = (
+            TrainingRun.objects.select_for_update(of=("self",))
+            .select_related("problem")
+            .get(pk=run.pk)
+        )
+        if run.is_finished:
+            raise Conflict(
+                _("This run has already finished (%(status)s).")
+                % {"status": run.get_status_display().lower()}
+            )
+        now = timezone.now()
+        for round_ in open_rounds:
+            round_.status = Round.Status.CANCELLED
+            round_.closed_at = now
+            round_.reason = _("The run was cancelled.")
+            round_.save(update_fields=["status", "closed_at", "reason"])
+            round_.sites.filter(status=SiteRound.Status.DISPATCHED).update(
+                status=SiteRound.Status.CANCELLED
+            )
+        run.status = TrainingRun.Status.CANCELLED
+        run.cancelled_by = actor
+        run.finished_at = now
+        run.reasons = [_("Cancelled by %(who)s.") % {"who": actor.get_username()}]
+        run.save(update_fields=["status", "cancelled_by", "finished_at", "reasons"])
+        audit_record(
+            actor=actor,
+            action="run.cancelled",
+            target=run,
+            subject_institution=run.institution,
+            payload={
+                "problem": run.problem.slug,
+                "run": run.number,
+                "open_rounds": [r.number for r in open_rounds],
+                "forged_answers": {r.number: r.forged for r in open_rounds if r.forged},
+            },
+        )
+    return run
+
+
+def runs_resume() -> int:
+    """Pick up every unfinished run after a coordinator (re)start; return how many were seen.
+
+    An open round past its deadline closes now; one whose sites all answered closes; otherwise
+    sites that have not answered are sent their task again (the same signed task: a duplicate
+    answer counts once) and the deadline check is scheduled anew. A run between rounds advances.
+    """
+    seen = 0
+    for run_id in TrainingRun.objects.filter(
+        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    ).values_list("pk", flat=True):
+        seen += 1
+        open_round = (
+            Round.objects.filter(run_id=run_id, status=Round.Status.RUNNING).order_by().first()
+        )
+        if open_round is None:
+            run_advance(run_id)
+            continue
+        if open_round.deadline_at <= timezone.now():
+            round_deadline(run_id, open_round.number)
+            continue
+        if not open_round.sites.filter(status=SiteRound.Status.DISPATCHED).exists():
+            if close_when_answered(run_id, open_round.number):
+                run_advance(run_id)
+            continue
+        run = TrainingRun.objects.get(pk=run_id)
+        params = round_start_bytes(run, open_round.number)
+        sha = sha256_hex(params)
+        waiting = open_round.sites.select_related("institution", "dataset").filter(
+            status=SiteRound.Status.DISPATCHED
+        )
+        publish(seal([site_message(run, open_round, s, sha) for s in waiting], params))
+        remaining = (open_round.deadline_at - timezone.now()).total_seconds()
+        schedule_deadline(run_id, open_round.number, remaining)
+    return seen

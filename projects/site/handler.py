@@ -1,0 +1,177 @@
+"""A site worker's handling of one task: obey only the portal, answer only for itself.
+
+In order, a message is refused (logged in the site's own log, and not answered) when it is not
+a well-formed ``SiteMessage``, is unsigned or signed by any key but the portal's, is addressed to
+an institution this worker does not serve, or is past its deadline. A message that passes those
+is the portal's own request for this site; if the site still cannot train (a file outside its
+folder, a changed file, bad parameters) it answers with a signed refusal whose detail names no
+value from its data. Otherwise it trains and answers with a signed update.
+
+Every task, obeyed or refused, is one line in the site's hash-chained log.
+"""
+
+import logging
+import time
+from typing import Any
+
+from django.utils import timezone
+
+from projects.federation import encoding
+from projects.federation.protocol import (
+    Envelope,
+    ProtocolError,
+    SiteError,
+    SiteMessage,
+    SiteReply,
+    canonical,
+    open_wire,
+    sha256_hex,
+)
+from projects.federation.site import train_on_site
+from projects.site.identity import SiteIdentity, data_file, portal_public_key, site_identities
+
+logger = logging.getLogger(__name__)
+
+# A site's clock and the portal's differ a little: a deadline counts this much later.
+CLOCK_GRACE = 60
+
+
+def _message_hash(wire: Any) -> str:
+    try:
+        return sha256_hex(canonical(wire if isinstance(wire, dict) else {"raw": str(wire)[:1000]}))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _receiver(queue: str | None, identities: dict[str, SiteIdentity]) -> SiteIdentity | None:
+    """Whose log records a message that could not be attributed from its body."""
+    if queue and queue.startswith("site.") and queue[5:] in identities:
+        return identities[queue[5:]]
+    if len(identities) == 1:
+        return next(iter(identities.values()))
+    return None
+
+
+def _log(identity: SiteIdentity | None, **entry: Any) -> None:
+    entry = {"at": timezone.now().isoformat(), **entry}
+    if entry.get("outcome") == "refused":
+        logger.warning(
+            "Site %s refused a task: %s", identity.slug if identity else "?", entry["reason"]
+        )
+    if identity is not None:
+        identity.log.append(entry)
+
+
+def handle_task(wire: Any, *, queue: str | None = None) -> Envelope[SiteReply] | None:
+    """The signed reply to a task message, or None when the message is refused unanswered."""
+    started = time.time()
+    identities = site_identities()
+    message_sha256 = _message_hash(wire)
+    try:
+        envelope = open_wire(wire, SiteMessage)
+    except ProtocolError as exc:
+        _log(
+            _receiver(queue, identities),
+            outcome="refused",
+            reason="malformed",
+            detail=exc.detail,
+            message_sha256=message_sha256,
+        )
+        return None
+    message = envelope.body
+    identity = identities.get(message.site)
+    head = {
+        "kind": message.kind,
+        "run": message.run,
+        "round": message.round,
+        "site": message.site,
+        "ticket": message.ticket,
+        "message_sha256": message_sha256,
+    }
+    portal = portal_public_key()
+    refusal = None
+    if portal is None:
+        refusal = "no_portal_key"
+    elif not envelope.signature:
+        refusal = "unsigned"
+    elif not envelope.signed_by(portal):
+        refusal = "bad_signature"
+    elif identity is None:
+        refusal = "another_institution"
+    elif message.deadline + CLOCK_GRACE < started:
+        refusal = "expired"
+    if refusal is not None:
+        # Not the portal's request for this site: nobody is owed an answer.
+        _log(identity or _receiver(queue, identities), outcome="refused", reason=refusal, **head)
+        return None
+    assert identity is not None
+
+    sent = envelope.sent_at
+    queue_wait = max(started - sent, 0.0) if sent is not None else 0.0
+    timings: dict[str, float] = {"queue_wait": queue_wait}
+    if sent is not None:
+        timings["sent_at"] = sent
+    try:
+        if message.task.site != message.site:
+            raise ProtocolError("invalid_task", {"field": "site"})
+        path = data_file(identity, message.dataset.site_key)
+        if path is None:
+            raise ProtocolError("outside_folder", {"field": "site_key"})
+        blob = envelope.attachment_bytes(message.params_sha256, limit=message.max_update_bytes)
+        params = encoding.decode_params(blob, max_bytes=message.max_update_bytes)
+        result = train_on_site(
+            message.task, params, data_path=path, expected_sha256=message.dataset.sha256
+        )
+    except (ProtocolError, encoding.EncodingError) as exc:
+        code = exc.code if isinstance(exc, ProtocolError) else "invalid_task"
+        detail = exc.detail if isinstance(exc, ProtocolError) else {"field": "params"}
+        reply = SiteReply.answering(
+            message,
+            identity.kid,
+            error=SiteError(code, detail),
+            timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+        )
+        _log(
+            identity,
+            outcome="refused",
+            reason=code,
+            data_sha256=str(exc.detail.get("actual", "")) if code == "hash_mismatch" else "",
+            **head,
+        )
+        return Envelope.seal(reply, identity.key)
+    except Exception:  # the coordinator must hear of any failure, not wait for the deadline
+        logger.exception("Site %s failed round %s", message.site, message.round)
+        reply = SiteReply.answering(
+            message,
+            identity.kid,
+            error=SiteError("site_error", {}),
+            timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+        )
+        _log(identity, outcome="refused", reason="site_error", **head)
+        return Envelope.seal(reply, identity.key)
+
+    update = encoding.encode_params(result.params)
+    update_sha256 = encoding.params_sha256(update)
+    reply = SiteReply.answering(
+        message,
+        identity.kid,
+        update_sha256=update_sha256,
+        sample_count=result.sample_count,
+        metrics=result.metrics,
+        global_metrics=result.global_metrics,
+        timings={
+            **result.timings,
+            **timings,
+            "compute": time.time() - started,
+            "replied_at": time.time(),
+        },
+    )
+    _log(
+        identity,
+        outcome="accepted",
+        reason="",
+        data_sha256=message.dataset.sha256,
+        update_sha256=update_sha256,
+        **head,
+    )
+    return Envelope.seal(reply, identity.key, update)
