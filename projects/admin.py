@@ -14,10 +14,12 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from alliance.admin import _ask_reason
 from portal.common.errors import ApplicationError
 from projects.models import (
     AgreementApproval,
@@ -31,10 +33,12 @@ from projects.models import (
     ProblemRevision,
     Ratification,
     Round,
+    SiteKey,
     TrainingRun,
 )
 from projects.schema import format_number
 from projects.services.runs import run_cancel
+from projects.services.sites import site_key_revoke
 
 READ_ONLY_NOTE = _(
     "Read-only: these records change only through the member portal and the API, where each "
@@ -546,3 +550,42 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ["run", "round_number", "sha256", "size", "created_at"]
     search_fields = ["sha256", "run__problem__slug"]
     list_select_related = ["run__problem"]
+
+
+@admin.register(SiteKey)
+class SiteKeyAdmin(ReadOnlyAdmin):
+    """Every member site's signing keys; staff revoke one that may have leaked."""
+
+    list_display = [
+        "institution",
+        "fingerprint",
+        "label",
+        "status",
+        "registered_at",
+        "registered_by",
+        "revoked_at",
+        "last_heard",
+    ]
+    list_filter = ["status"]
+    search_fields = ["institution__name", "institution__slug", "fingerprint"]
+    list_select_related = ["institution", "registered_by", "institution__heartbeat"]
+    actions = ["revoke_keys"]
+
+    @admin.display(description=_("last heartbeat"))
+    def last_heard(self, key: SiteKey) -> str:
+        beat = getattr(key.institution, "heartbeat", None)
+        if beat is None or beat.key_id != key.pk:
+            return "—"
+        return f"{timezone.localtime(beat.received_at):%Y-%m-%d %H:%M:%S %Z} ({beat.version})"
+
+    @admin.action(description=_("Revoke the selected keys, with a reason"))
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[SiteKey]) -> HttpResponse | None:
+        return _ask_reason(
+            self,
+            request,
+            queryset,
+            action_name="revoke_keys",
+            title=_("Revoke site keys"),
+            act=lambda key, reason: site_key_revoke(actor=request.user, key=key, reason=reason),
+            done=_("%(count)d key(s) revoked: nothing they sign counts any more."),
+        )

@@ -38,6 +38,7 @@ from projects.permissions import (
 )
 from projects.selectors import problem_run
 from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
+from projects.services.sites import launch_warnings
 
 # The one option of each strategy the form offers, by the name the engine knows it by.
 STRATEGY_OPTION = {
@@ -206,6 +207,7 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
         # A clear page saying why, rather than a bare 403: the person came here from a link.
         return render(request, "projects/run_launch.html", context, status=403)
     agreement = _effective_agreement(problem)
+    warnings = launch_warnings(problem)
     form = RunLaunchForm(
         request.POST or None, agreement=agreement, initial=_launch_initial(agreement)
     )
@@ -231,12 +233,15 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
                 )
                 % {"n": run.number},
             )
+            for warning in warnings:
+                messages.warning(request, warning)
             run.problem = problem
             return redirect(run_url(run))
     context.update(
         {
             "form": form,
             "reasons": reasons,
+            "warnings": warnings,
             "agreement": agreement,
             "option_fields": [form[name] for name in ("mu", "beta", "eta")],
             "main_fields": [

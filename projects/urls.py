@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import run_views, views
+from projects import run_views, site_views, views
 from projects.dashboards import alliance_views, institution_views
 
 urlpatterns = [
@@ -10,6 +10,7 @@ urlpatterns = [
     path("dashboard/", alliance_views.dashboard, name="dashboard"),
     path("inbox/", views.inbox, name="inbox"),
     path("my/institution/", institution_views.institution_dashboard, name="my-institution"),
+    path("my/institution/site/", site_views.site_keys, name="my-site"),
     path(
         "my/institution/datasets/<int:dataset_id>/runs/",
         institution_views.institution_dataset_runs,

@@ -60,6 +60,7 @@ from projects.models import (
 )
 from projects.permissions import access_problem
 from projects.schema import format_number
+from projects.services.sites import SiteHealth, site_health
 
 SCHEMA_PREFIX = "features"
 
@@ -366,6 +367,7 @@ class ParticipantRow:
     participation: Participation
     can_decide: bool
     can_withdraw: bool
+    site: SiteHealth | None = None  # contributors' and validators' site workers
 
 
 def _invitable(participations: list[Participation]) -> QuerySet[Institution]:
@@ -412,6 +414,12 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
     own = next((p for p in participations if p.institution_id == actor.institution_id), None)
     is_admin = actor.acting and actor.role == Role.ADMIN
     can_manage = actor.may("projects.manage_participants")
+    working = [
+        p.institution
+        for p in participations
+        if p.status == Participation.Status.ACTIVE and p.role != Participation.Role.OBSERVER
+    ]
+    health = site_health(working) if actor.acting or request.user.is_staff else {}
     rows = [
         ParticipantRow(
             participation=p,
@@ -427,6 +435,7 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 and is_admin
                 and p.institution_id == actor.institution_id
             ),
+            site=health.get(p.institution_id),
         )
         for p in participations
     ]

@@ -25,6 +25,7 @@ from projects.models import ModelVersion, Round, SiteRound, Strategy, TrainingRu
 from projects.permissions import access_problem, download_refusal, may_download
 from projects.selectors import problem_run, runs_with_progress
 from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
+from projects.services.sites import launch_warnings
 
 # --- Serializers ----------------------------------------------------------------------------------
 
@@ -180,6 +181,22 @@ class RunDetailSerializer(RunSerializer):
         return run.cancelled_by.get_username() if run.cancelled_by is not None else None
 
 
+class RunLaunchedSerializer(RunDetailSerializer):
+    """A run just launched, with anything the launcher should know about its sites."""
+
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=gettext_lazy(
+            "Contributors whose site worker has not been heard from lately, by name."
+        ),
+    )
+
+    class Meta(RunDetailSerializer.Meta):
+        fields = [*RunDetailSerializer.Meta.fields, "warnings"]
+        read_only_fields = fields
+
+
 class ExclusionSerializer(serializers.Serializer):
     institution = serializers.SlugField()
     name = serializers.CharField()
@@ -310,7 +327,9 @@ LAUNCH_REFUSED = OpenApiResponse(
 )
 
 
-def _detail(request: Request, run: TrainingRun) -> dict[str, Any]:
+def _detail(
+    request: Request, run: TrainingRun, serializer: type[RunDetailSerializer] = RunDetailSerializer
+) -> dict[str, Any]:
     """The run with its rounds read once, which also give the progress a list annotates."""
     rounds = list(run.round_set.order_by("number"))
     done = [r for r in rounds if r.status == Round.Status.SUCCEEDED]
@@ -321,7 +340,7 @@ def _detail(request: Request, run: TrainingRun) -> dict[str, Any]:
     }
     for name, value in extra.items():
         setattr(run, name, value)
-    return RunDetailSerializer(run, context={"request": request}).data
+    return serializer(run, context={"request": request}).data
 
 
 class RunViewSet(viewsets.GenericViewSet):
@@ -349,7 +368,7 @@ class RunViewSet(viewsets.GenericViewSet):
     @extend_schema(
         parameters=[SLUG],
         request=RunLaunchSerializer,
-        responses={201: RunDetailSerializer, 400: LAUNCH_REFUSED},
+        responses={201: RunLaunchedSerializer, 400: LAUNCH_REFUSED},
     )
     def create(self, request: Request, slug: str) -> Response:
         """Launch a run (researchers and admins of contributing institutions).
@@ -376,7 +395,10 @@ class RunViewSet(viewsets.GenericViewSet):
             actor=request.user, problem=problem, config=LaunchConfig(**data.validated_data)
         )
         run.problem = problem
-        return Response(_detail(request, run), status=status.HTTP_201_CREATED)
+        run.warnings = launch_warnings(problem)
+        return Response(
+            _detail(request, run, RunLaunchedSerializer), status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(parameters=[SLUG, RUN], responses=RunDetailSerializer)
     def retrieve(self, request: Request, slug: str, number: int) -> Response:

@@ -25,7 +25,7 @@ from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError, Conflict
 from projects.federation import signing
 from projects.federation.protocol import Heartbeat, ProtocolError, open_wire
-from projects.models import SiteHeartbeat, SiteKey
+from projects.models import Participation, Problem, SiteHeartbeat, SiteKey
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +246,16 @@ def site_health(institutions: list[Institution]) -> dict[int, SiteHealth]:
     }
 
 
-def launch_warnings(institutions: list[Institution]) -> list[str]:
-    """A warning for each contributor whose site has not been heard from lately."""
+def launch_warnings(problem: Problem) -> list[str]:
+    """A warning for each active contributor whose site has not been heard from lately."""
+    institutions = [
+        p.institution
+        for p in problem.participations.filter(
+            role=Participation.Role.CONTRIBUTOR, status=Participation.Status.ACTIVE
+        )
+        .select_related("institution")
+        .order_by("institution__name")
+    ]
     minutes = max(settings.SITE_STALE_SECONDS // 60, 1)
     warnings = []
     for health in site_health(institutions).values():

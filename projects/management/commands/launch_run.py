@@ -13,6 +13,7 @@ from portal.common.errors import ApplicationError, error_text
 from projects.models import Problem, Round, Strategy, TrainingRun
 from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services import runs
+from projects.services.sites import launch_warnings
 
 
 def _metric_text(metrics: dict[str, float]) -> str:
@@ -74,6 +75,8 @@ class Command(BaseCommand):
                 "rounds": run.rounds,
             }
         )
+        for warning in launch_warnings(problem):
+            self.stderr.write(_("Warning: %(text)s") % {"text": warning})
         if opts["wait"]:
             self._follow(run)
 
