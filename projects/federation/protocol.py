@@ -371,8 +371,12 @@ class SiteError:
         {"column", "columns", "line", "row", "reason", "file", "expected", "actual", "field"}
     )
 
+    def __post_init__(self) -> None:
+        # Filtered when made, so no copy of a data value exists to leak later.
+        object.__setattr__(self, "detail", safe_detail(self.detail))
+
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "detail": safe_detail(self.detail)}
+        return {"code": self.code, "detail": dict(self.detail)}
 
     @classmethod
     def from_json(cls, data: Any) -> "SiteError":
@@ -381,7 +385,7 @@ class SiteError:
         detail = _object(data, "detail")
         if len(canonical(detail)) > 2000:
             raise ProtocolError("malformed", {"field": "error", "problem": "too large"})
-        return cls(code=_text(data, "code", 32), detail=safe_detail(detail))
+        return cls(code=_text(data, "code", 32), detail=detail)
 
 
 def safe_detail(detail: Mapping[str, Any]) -> dict[str, Any]:

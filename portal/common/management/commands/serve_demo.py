@@ -10,6 +10,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from portal.common.keys import portal_public_text
+
 DEMO_LOGINS = [
     ("staff", "alliance staff (staff overview and console)"),
     ("taipei-north-hospital-admin", "institution admin"),
@@ -30,6 +32,8 @@ class Command(BaseCommand):
         python = sys.executable
         bindir = Path(python).parent
         env = {**os.environ, "PORTAL_BASE_URL": f"http://{host}:{port}"}
+        # The demo sites obey this portal's key, as a member's worker is told to.
+        site_env = {**env, "PORTAL_PUBLIC_KEY": portal_public_text()}
         worker = subprocess.Popen(
             [
                 python,
@@ -50,8 +54,9 @@ class Command(BaseCommand):
             ],
             env=env,
         )
-        # One worker serves every demo site, each reading its own folder var/sites/<slug>/,
-        # as if it ran at that member's site; it never opens the portal database.
+        # One worker serves every demo site, each reading its own folder var/sites/<slug>/ and
+        # signing with its own key there, as if it ran at that member's site; it never opens
+        # the portal database.
         root = Path(settings.SITE_DATA_ROOT)
         sites = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         site_worker = None
@@ -75,7 +80,7 @@ class Command(BaseCommand):
                     "--hostname",
                     "demo-sites@%h",
                 ],
-                env=env,
+                env=site_env,
             )
         web = subprocess.Popen(
             [
