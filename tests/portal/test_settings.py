@@ -90,3 +90,19 @@ def test_production_refuses_to_run_without_the_portals_signing_key(tmp_path):
     assert result.returncode != 0
     assert "PORTAL_SIGNING_KEY is required in production" in result.stderr
     assert not (tmp_path / "portal_signing_key").exists()
+
+
+def test_portal_keygen_prints_new_seeds_and_the_public_halves(tmp_path):
+    fresh = _manage("portal_keygen", env={"PORTAL_VAR_DIR": str(tmp_path)})
+    assert fresh.returncode == 0, fresh.stderr
+    values = dict(line.split("=", 1) for line in fresh.stdout.split())
+    assert set(values) == {"PORTAL_SIGNING_KEY", "AUDIT_LOG_KEY"}
+    shown = _manage(
+        "portal_keygen",
+        "--public",
+        env={"PORTAL_VAR_DIR": str(tmp_path), "PORTAL_SIGNING_KEY": values["PORTAL_SIGNING_KEY"]},
+    )
+    from portal.common.keys import key_from_text, public_text
+
+    expected = public_text(key_from_text(values["PORTAL_SIGNING_KEY"]))
+    assert f"PORTAL_SIGNING_KEY public: {expected}" in shown.stdout
