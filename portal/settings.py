@@ -199,6 +199,20 @@ else:
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
     }
+# A member's site worker (run_site_worker) keeps to keys of its own, so that a Redis user can be
+# confined to them (manage.py broker_acl): one priority level, so its queue is the one list
+# `site.<slug>`, and its own bookkeeping of unacknowledged tasks.
+SITE_WORKER_INSTITUTION = env.str("SITE_WORKER_INSTITUTION", default="")
+if SITE_WORKER_INSTITUTION and not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        {
+            "priority_steps": [0],
+            "unacked_key": f"unacked.site.{SITE_WORKER_INSTITUTION}",
+            "unacked_index_key": f"unacked_index.site.{SITE_WORKER_INSTITUTION}",
+            "unacked_mutex_key": f"unacked_mutex.site.{SITE_WORKER_INSTITUTION}",
+        }
+    )
+CELERY_WORKER_ENABLE_REMOTE_CONTROL = not SITE_WORKER_INSTITUTION
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

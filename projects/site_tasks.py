@@ -19,8 +19,13 @@ _heartbeat: HeartbeatThread | None = None
 
 
 def send_to_coordinator(task_name: str, wire: dict) -> None:
-    # By name: the site side does not import the coordinator's code.
-    current_app.send_task(task_name, args=[wire], queue="coordinator")
+    """Put a message on the coordinator's queue, and nothing else.
+
+    By name: the site side does not import the coordinator's code. ``declare=[]``: the
+    coordinator declares its own queue; a site that may only push to it (its broker user's ACL,
+    ``manage.py broker_acl``) cannot, and must not, rebind it.
+    """
+    current_app.send_task(task_name, args=[wire], queue="coordinator", declare=[])
 
 
 @shared_task(bind=True, name="projects.site_train_task", ignore_result=True)

@@ -43,7 +43,7 @@ def site(tmp_path, settings):
     return folder, signing.public_from_text(public)
 
 
-def message(folder, rows: list[str], **changes) -> Envelope[SiteMessage]:
+def message(folder, rows: list[str], *, slug: str = SLUG, **changes) -> Envelope[SiteMessage]:
     path = folder / "cohort.csv"
     path.write_text("age,dose,outcome\n" + "\n".join(rows) + "\n")
     params = encoding.encode_params(initial_params("logistic_regression", {}, 2, 2, 1))
@@ -57,14 +57,14 @@ def message(folder, rows: list[str], **changes) -> Envelope[SiteMessage]:
         proximal_mu=0.0,
         seed=1,
         round_number=1,
-        site=SLUG,
+        site=slug,
     )
     body = SiteMessage(
         kind="train",
         run=1,
         launched="2026-12-03T00:00:00+00:00",
         round=1,
-        site=SLUG,
+        site=slug,
         ticket=5,
         nonce="ab" * 16,
         deadline=int(time.time()) + 60,

@@ -85,6 +85,8 @@ class Command(BaseCommand):
         os.environ["SITE_DATA_DIRS"] = f"{institution}={data_dir.resolve()}"
         os.environ["SITE_KEY_FILES"] = f"{institution}={key_path.resolve()}"
         os.environ["PORTAL_PUBLIC_KEY"] = portal
+        # Broker keys of its own, so that its Redis user can be confined (manage.py broker_acl).
+        os.environ["SITE_WORKER_INSTITUTION"] = institution
         argv = [
             sys.executable,
             "-m",
