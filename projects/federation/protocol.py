@@ -154,6 +154,13 @@ class LearningSpec:
     metric: str = ""
 
     def __post_init__(self) -> None:
+        # Tuples whatever the caller passed: a spec is a value (hashable, comparable).
+        object.__setattr__(self, "features", tuple(self.features))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(
+            self, "feature_ranges", tuple((float(lo), float(hi)) for lo, hi in self.feature_ranges)
+        )
         if self.task not in TASKS:
             raise ProtocolError("malformed", {"field": "task", "problem": "unknown task"})
         if len(self.feature_ranges) != len(self.features):

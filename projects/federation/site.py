@@ -13,7 +13,10 @@ the same task, parameters and file, a round gives the same bits every time.
 """
 
 import hashlib
+import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,29 +139,91 @@ def _check_file(path: Path) -> None:
         )
 
 
+class VerifiedData:
+    """The site's files it has verified and parsed, kept in memory until they change.
+
+    A round needs the file's rows as arrays, and the file must still be the one registered. Both
+    are costly to redo every round (hashing and parsing dominate a small model's round), so a
+    verified file's arrays are kept, keyed by the file's identity as the operating system
+    reports it (device, inode, size, modification and change times, in nanoseconds), the hash
+    it was verified against and the learning spec it was read with. Any change to the file
+    changes its identity: it is hashed again, and a changed file is refused as before.
+
+    Memory is bounded: at most ``max_entries`` files and ``max_bytes`` of arrays, the least
+    recently used dropped first; a file larger than the whole budget is read every time.
+    """
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @staticmethod
+    def _identity(path: Path) -> tuple:
+        st = os.stat(path)
+        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def load(
+        self, path: Path, expected_sha256: str, task: RoundTask
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled features and encoded labels of a file that has the registered hash."""
+        _check_file(path)
+        spec = (task.features, task.label, task.classes, task.feature_ranges)
+        key = (self._identity(path), expected_sha256, spec)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+        actual = file_sha256(path)
+        if actual != expected_sha256:
+            raise SiteRefusal(
+                "hash_mismatch",
+                {"expected": expected_sha256, "actual": actual},
+                "The data file changed since it was registered (its SHA-256 differs).",
+            )
+        X, y = read_site_file(
+            path,
+            features=task.features,
+            label=task.label,
+            classes=task.classes,
+            feature_ranges=task.feature_ranges,
+        )
+        if self._identity(path) != key[0]:
+            # Written to while it was read: use what was read once, remember nothing.
+            return X, y
+        size = X.nbytes + y.nbytes
+        with self._lock:
+            if size <= self.max_bytes and key not in self._entries:
+                self._entries[key] = (X, y)
+                self._bytes += size
+                while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                    _old, (oX, oy) = self._entries.popitem(last=False)
+                    self._bytes -= oX.nbytes + oy.nbytes
+        return X, y
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+# One per process: a site worker's threads share what it verified.
+VERIFIED = VerifiedData()
+
+
 def train_on_site(
     task: RoundTask, global_params: Params, *, data_path: Path, expected_sha256: str
 ) -> SiteResult:
     """Train ``task.epochs`` epochs from ``global_params`` on this site's training rows."""
     started = time.perf_counter()
-    data_path = Path(data_path)
-    _check_file(data_path)
-    actual = file_sha256(data_path)
-    if actual != expected_sha256:
-        raise SiteRefusal(
-            "hash_mismatch",
-            {"expected": expected_sha256, "actual": actual},
-            "The data file changed since it was registered (its SHA-256 differs).",
-        )
     family = family_for(task.family, task.family_options)
     n_outputs = n_outputs_for(family, task.classes)
-    X, y = read_site_file(
-        data_path,
-        features=task.features,
-        label=task.label,
-        classes=task.classes,
-        feature_ranges=task.feature_ranges,
-    )
+    X, y = VERIFIED.load(Path(data_path), expected_sha256, task)
     expected = [p.shape for p in family.init(len(task.features), n_outputs, site_rng(0, "", ""))]
     if [np.shape(p) for p in global_params] != expected:
         raise SiteRefusal(

@@ -241,3 +241,38 @@ def test_evaluate_on_file(site_file):
     )
     assert metrics["rows"] == 40.0
     assert metrics["loss"] == pytest.approx(np.log(2))  # the zero model says 50 % everywhere
+
+
+def test_a_site_keeps_what_it_verified_until_the_file_changes(site_file):
+    from projects.federation.site import VerifiedData
+
+    cache = VerifiedData()
+    t = task()
+    sha = file_sha256(site_file)
+    first = cache.load(site_file, sha, t)
+    second = cache.load(site_file, sha, t)
+    assert cache.hits == 1 and second[0] is first[0]
+    # Another spec of the same file is read again, not confused with the first.
+    other = task(features=["age"], feature_ranges=[(0.0, 100.0)])
+    assert cache.load(site_file, sha, other)[0].shape == (40, 1)
+    assert cache.hits == 1
+    # Any change to the file is hashed again, and refused when it no longer matches.
+    site_file.write_text(site_file.read_text().replace("yes", "no", 1))
+    with pytest.raises(SiteRefusal) as refused:
+        cache.load(site_file, sha, t)
+    assert refused.value.code == "hash_mismatch"
+    assert cache.hits == 1
+
+
+def test_what_a_site_keeps_is_bounded(site_file, tmp_path):
+    from projects.federation.site import VerifiedData
+
+    cache = VerifiedData(max_entries=2)
+    for i in range(4):
+        copy = tmp_path / f"copy{i}.csv"
+        copy.write_bytes(site_file.read_bytes())
+        cache.load(copy, file_sha256(copy), task())
+    assert len(cache._entries) == 2
+    small = VerifiedData(max_bytes=10)  # smaller than any file's arrays: nothing is kept
+    small.load(site_file, file_sha256(site_file), task())
+    assert not small._entries
