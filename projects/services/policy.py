@@ -10,6 +10,7 @@ import datetime
 import math
 from dataclasses import dataclass, field
 
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -42,6 +43,7 @@ class RunConfig:
 class Contributor:
     institution: Institution
     dataset: Dataset
+    has_site_key: bool = True  # an active key its site signs with
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,23 @@ def eligible_contributors(
     a dataset checked against the current revision. The problem's "data ready" stage counts
     these too, so the stage and the check never disagree.
     """
+    # One query for the participations with each one's approval and site key beside it.
+    approval = AgreementApproval.objects.filter(
+        version=agreement, institution=OuterRef("institution")
+    ).order_by()
     participations = (
         problem.participations.filter(role=Participation.Role.CONTRIBUTOR)
         .select_related("institution")
+        .annotate(
+            approval_decision=Subquery(approval.values("decision")[:1]),
+            approval_revoked_at=Subquery(approval.values("revoked_at")[:1]),
+            has_site_key=Exists(
+                SiteKey.objects.filter(
+                    institution=OuterRef("institution"), status=SiteKey.Status.ACTIVE
+                )
+            ),
+        )
         .order_by("institution__name")  # the default ordering would join the problem again
-    )
-    approvals = (
-        {a.institution_id: a for a in agreement.approvals.all()} if agreement is not None else {}
     )
     datasets: dict[int, list[Dataset]] = {}
     for dataset in Dataset.objects.filter(problem=problem, status=Dataset.Status.ACTIVE).order_by(
@@ -110,8 +122,8 @@ def eligible_contributors(
             )
             continue
         if agreement is not None:
-            approval = approvals.get(institution.pk)
-            if approval is not None and approval.revoked_at is not None:
+            decision = p.approval_decision  # type: ignore[attr-defined]
+            if decision is not None and p.approval_revoked_at is not None:  # type: ignore[attr-defined]
                 excluded.append(
                     Exclusion(
                         institution,
@@ -120,7 +132,7 @@ def eligible_contributors(
                     )
                 )
                 continue
-            if approval is None or approval.decision != AgreementApproval.Decision.APPROVED:
+            if decision != AgreementApproval.Decision.APPROVED:
                 excluded.append(
                     Exclusion(
                         institution,
@@ -142,7 +154,7 @@ def eligible_contributors(
             )
             excluded.append(Exclusion(institution, reason % {"name": name}))
             continue
-        eligible.append(Contributor(institution, fitting[-1]))
+        eligible.append(Contributor(institution, fitting[-1], p.has_site_key))  # type: ignore[attr-defined]
     return eligible, excluded
 
 
@@ -153,12 +165,7 @@ def _with_site_keys(
 
     Without a key nothing the site answers can be proven its own, so it cannot take part.
     """
-    keyed = set(
-        SiteKey.objects.filter(
-            institution__in=[c.institution for c in contributors], status=SiteKey.Status.ACTIVE
-        ).values_list("institution_id", flat=True)
-    )
-    return [c for c in contributors if c.institution.pk in keyed], [
+    return [c for c in contributors if c.has_site_key], [
         Exclusion(
             c.institution,
             _(
@@ -168,7 +175,7 @@ def _with_site_keys(
             % {"name": c.institution.name},
         )
         for c in contributors
-        if c.institution.pk not in keyed
+        if not c.has_site_key
     ]
 
 
