@@ -155,8 +155,13 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="alliance-portal@loca
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 
 # --- Federated training -------------------------------------------------------------------
-# The longest round deadline a run may ask for; the broker's visibility timeout sits above it.
+# The longest round deadline a run may ask for (a site's tasks may train that long).
 FEDERATION_MAX_ROUND_DEADLINE = env.int("FEDERATION_MAX_ROUND_DEADLINE", default=1800)
+# The coordinator's reconciler (projects.services.runs.reconcile): how often it compares the
+# database with what should be happening (closing rounds at their deadline, advancing runs),
+# and how long an unanswered site waits before its task is sent again (doubling each time).
+FEDERATION_RECONCILE_SECONDS = env.float("FEDERATION_RECONCILE_SECONDS", default=1.0)
+FEDERATION_RESEND_SECONDS = env.float("FEDERATION_RESEND_SECONDS", default=15.0)
 # An update larger than this is refused before it is decoded (the demo models are kilobytes).
 FEDERATION_MAX_UPDATE_BYTES = env.int("FEDERATION_MAX_UPDATE_BYTES", default=1_000_000)
 # The largest L2 distance an update may move the global model; a farther one is rejected.
@@ -189,12 +194,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Above the longest round deadline, so that a task held by a live worker (a deadline
-        # check waits that long) is not delivered twice; a task lost with a killed worker comes
-        # back after it, and the coordinator's own resume re-dispatches what a round still needs.
-        "visibility_timeout": env.int(
-            "CELERY_VISIBILITY_TIMEOUT", default=FEDERATION_MAX_ROUND_DEADLINE + 120
-        ),
+        # How long a task taken by a worker that dies stays invisible before it is delivered
+        # again. The coordinator's tasks take milliseconds and no task waits on a countdown
+        # (the reconciler reads deadlines from the database), so an answer held by a killed
+        # coordinator comes back within ~35 s (this, plus a restore sweep). A site worker's
+        # task may train up to the longest round deadline: its own keys get a longer timeout
+        # below, so a task it is still training is not delivered twice.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=30),
         # Sweep for such lost tasks every few seconds rather than kombu's default of ~100 s.
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
@@ -206,6 +212,9 @@ SITE_WORKER_INSTITUTION = env.str("SITE_WORKER_INSTITUTION", default="")
 if SITE_WORKER_INSTITUTION and not CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         {
+            "visibility_timeout": env.int(
+                "CELERY_VISIBILITY_TIMEOUT", default=FEDERATION_MAX_ROUND_DEADLINE + 120
+            ),
             "priority_steps": [0],
             "unacked_key": f"unacked.site.{SITE_WORKER_INSTITUTION}",
             "unacked_index_key": f"unacked_index.site.{SITE_WORKER_INSTITUTION}",

@@ -1,12 +1,16 @@
 """Coordinator tasks (queue ``coordinator``): thin wrappers around the run services.
 
-Each one is idempotent, so a redelivery after a lost worker (late acks) does no harm.
+Each one is idempotent, so a redelivery after a lost worker (late acks) does no harm. Deadlines
+and resends are not tasks: a coordinator process runs the reconciler, which reads them from the
+database (``projects.services.runs.reconcile``).
 """
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from projects.services import runs, sites
+
+_reconciler: runs.Reconciler | None = None
 
 
 @shared_task(name="projects.run_advance_task", ignore_result=True)
@@ -24,21 +28,21 @@ def heartbeat_receive_task(wire: dict) -> None:
     sites.heartbeat_receive(wire)
 
 
-@shared_task(name="projects.round_deadline_task", ignore_result=True)
-def round_deadline_task(run_id: int, round_number: int) -> None:
-    runs.round_deadline(run_id, round_number)
-
-
-@shared_task(name="projects.runs_resume_task", ignore_result=True)
-def runs_resume_task() -> None:
-    runs.runs_resume()
-
-
 @worker_ready.connect
-def resume_on_start(sender: object = None, **kwargs: object) -> None:
-    """A coordinator worker that (re)starts picks up the runs a stopped one left open."""
+def reconcile_on_start(sender: object = None, **kwargs: object) -> None:
+    """A coordinator worker reconciles at once, then every FEDERATION_RECONCILE_SECONDS."""
+    global _reconciler
     app = getattr(sender, "app", None)
     queues = getattr(getattr(app, "amqp", None), "queues", None)
     consuming = getattr(queues, "consume_from", None) or {}
-    if "coordinator" in consuming:
-        runs_resume_task.apply_async(queue="coordinator")
+    if "coordinator" in consuming and _reconciler is None:
+        _reconciler = runs.Reconciler()
+        _reconciler.start()
+
+
+@worker_shutdown.connect
+def stop_reconciling(sender: object = None, **kwargs: object) -> None:
+    global _reconciler
+    if _reconciler is not None:
+        _reconciler.stop()
+        _reconciler = None

@@ -195,6 +195,10 @@ class SiteRound(models.Model):
     # Drawn afresh for each dispatch and signed into the task: only an answer that echoes it,
     # signed by the site's active key, can count.
     nonce = models.CharField(_("nonce"), max_length=32, blank=True)
+    # When the reconciler last sent the task again (null: only the first dispatch), and how
+    # many times it did: each resend waits twice as long as the one before.
+    resent_at = models.DateTimeField(_("task sent again at"), null=True, blank=True)
+    resends = models.PositiveSmallIntegerField(_("times the task was sent again"), default=0)
     # The accepted update (encoded, base64) waits here until the round is aggregated.
     update = models.TextField(_("update"), blank=True)
     update_sha256 = models.CharField(_("SHA-256 of the update"), max_length=64, blank=True)

@@ -105,7 +105,22 @@ def handle_task(wire: Any, *, queue: str | None = None) -> Envelope[SiteReply] |
         _log(identity or _receiver(queue, identities), outcome="refused", reason=refusal, **head)
         return None
     assert identity is not None
+    answered = identity.answers.get((message.ticket, message.nonce))
+    if answered is not None:
+        # Sent again by the coordinator: the same signed answer, not a second training.
+        _log(identity, outcome="answered_again", reason="", **head)
+        return answered
+    reply = _answer(identity, envelope, head, started)
+    if reply.body.error is None:  # a refusal is worked out again: the cause may be mended
+        identity.answers.put((message.ticket, message.nonce), reply)
+    return reply
 
+
+def _answer(
+    identity: SiteIdentity, envelope: Envelope[SiteMessage], head: dict, started: float
+) -> Envelope[SiteReply]:
+    """Train on the portal's task for this site, or refuse it; the signed answer either way."""
+    message = envelope.body
     sent = envelope.sent_at
     queue_wait = max(started - sent, 0.0) if sent is not None else 0.0
     timings: dict[str, float] = {"queue_wait": queue_wait}
@@ -151,6 +166,15 @@ def handle_task(wire: Any, *, queue: str | None = None) -> Envelope[SiteReply] |
         return Envelope.seal(reply, identity.key)
 
     update = encoding.encode_params(result.params)
+    if len(update) > message.max_update_bytes:
+        reply = SiteReply.answering(
+            message,
+            identity.kid,
+            error=SiteError("too_large", {"field": "update"}),
+            timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+        )
+        _log(identity, outcome="refused", reason="too_large", **head)
+        return Envelope.seal(reply, identity.key)
     update_sha256 = encoding.params_sha256(update)
     reply = SiteReply.answering(
         message,

@@ -10,8 +10,11 @@ are never data, so no task can ask for the key or the log.
 
 import functools
 import os
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
@@ -23,6 +26,30 @@ PRIVATE_DIR = ".site"
 LOG_NAME = "site-log.jsonl"
 
 
+class Answers:
+    """The signed answers a site sent lately, by (ticket, nonce), to send again unchanged.
+
+    The coordinator sends a task again when it has not heard back (the broker may have lost the
+    task or the answer): the site then repeats its answer rather than training again. Bounded:
+    the oldest are forgotten first.
+    """
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self._items: OrderedDict[tuple[int, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, str]) -> Any:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, key: tuple[int, str], envelope: Any) -> None:
+        with self._lock:
+            self._items[key] = envelope
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class SiteIdentity:
     slug: str
@@ -30,6 +57,7 @@ class SiteIdentity:
     key: Ed25519PrivateKey
     kid: str  # the public key's fingerprint
     log: SiteLog
+    answers: Answers = field(default_factory=Answers, compare=False)
 
 
 def default_key_path(folder: Path, slug: str) -> Path:

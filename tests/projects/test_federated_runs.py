@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from alliance.models import AuditEvent
 from alliance.services.audit import audit_verify
@@ -80,6 +81,25 @@ def finished(run: TrainingRun, timeout: float = 60) -> TrainingRun:
 
     wait_for(done, timeout=timeout, what=f"run {run.number} to finish")
     return run
+
+
+def answered(run: TrainingRun, count: int, number: int = 1) -> None:
+    """Wait until ``count`` sites answered round ``number`` (the others stay silent)."""
+    wait_for(
+        lambda: (
+            SiteRound.objects.filter(round__run=run, round__number=number)
+            .exclude(status="dispatched")
+            .count()
+            >= count
+        ),
+        timeout=30,
+        what=f"{count} answers",
+    )
+
+
+def due(run: TrainingRun) -> None:
+    """The open round's deadline passes now: no waiting on the clock."""
+    Round.objects.filter(run=run, status="running").update(deadline_at=timezone.now())
 
 
 def base_task(run: TrainingRun) -> RoundTask:
@@ -170,7 +190,11 @@ def test_round_closes_at_the_deadline_with_quorum_when_a_site_worker_is_absent(
     present = SITES[:2]
     with workers(["coordinator", *site_queues(*present)]):
         _purge(site_queues(SITES[2]))
-        run = finished(launch(medical, rounds=1, round_deadline=5, min_contributors=2), 30)
+        run = launch(medical, rounds=1, round_deadline=600, min_contributors=2)
+        answered(run, 2)
+        due(run)
+        runs.runs_reconcile()  # what the coordinator's reconciler does every second
+        run = finished(run, 10)
     _purge(site_queues(SITES[2]))
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
@@ -188,7 +212,11 @@ def test_round_closes_at_the_deadline_with_quorum_when_a_site_worker_is_absent(
 @pytest.mark.worker
 def test_run_fails_without_quorum_and_says_why(broker_ready, transactional_db, medical):
     with workers(["coordinator", *site_queues(SITES[0])]):
-        run = finished(launch(medical, rounds=2, round_deadline=5, min_contributors=2), 30)
+        run = launch(medical, rounds=2, round_deadline=600, min_contributors=2)
+        answered(run, 1)
+        due(run)
+        runs.runs_reconcile()
+        run = finished(run, 10)
     _purge(site_queues(*SITES[1:]))
 
     assert run.status == TrainingRun.Status.FAILED
@@ -328,18 +356,18 @@ def test_launch_run_prints_each_round_and_the_final_model_hash(
 
 @pytest.mark.worker
 def test_launch_run_exits_non_zero_when_the_run_fails(broker_ready, transactional_db, medical):
-    with workers(["coordinator"]), pytest.raises(CommandError, match="failed"):
-        call_command(
-            "launch_run",
-            "--problem",
-            medical.slug,
-            "--rounds",
-            "2",
-            "--deadline",
-            "5",
-            "--wait",
-            stdout=io.StringIO(),
-        )
+    reconciler = runs.Reconciler()  # as in a coordinator process: it closes the round at 5 s
+    reconciler.start()
+    try:
+        with workers(["coordinator"]), pytest.raises(CommandError, match="failed"):
+            call_command(
+                "launch_run",
+                *("--problem", medical.slug, "--rounds", "2", "--deadline", "5", "--wait"),
+                stdout=io.StringIO(),
+            )
+    finally:
+        reconciler.stop()
+        reconciler.join(10)
     _purge(site_queues(*SITES))
 
 

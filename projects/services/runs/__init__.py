@@ -5,6 +5,7 @@
 - ``rounds``: opening, closing at the deadline, cancelling and resuming rounds;
 - ``closing``: aggregating a round's contributions into the next global model;
 - ``answers``: a site's signed answer, verified before it touches a row, counted once;
+- ``reconcile``: what the database says must be sent or closed, done whatever the broker lost;
 - ``store``: the content-addressed model versions.
 """
 
@@ -19,12 +20,12 @@ from projects.services.runs.launch import (
     limits,
     run_launch,
 )
+from projects.services.runs.reconcile import Reconciler, runs_reconcile
 from projects.services.runs.rounds import (
     close_when_answered,
     round_deadline,
     run_advance,
     run_cancel,
-    runs_resume,
 )
 from projects.services.runs.store import model_bytes, model_params, model_store
 
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULTS",
     "LIMITS",
     "LaunchConfig",
+    "Reconciler",
     "close_when_answered",
     "launch_errors",
     "learning_spec",
@@ -45,7 +47,7 @@ __all__ = [
     "run_advance",
     "run_cancel",
     "run_launch",
-    "runs_resume",
+    "runs_reconcile",
     "site_message",
     "update_receive",
 ]

@@ -6,6 +6,7 @@ messages from the same rows. Each is a ``SiteMessage`` signed with the portal's 
 (``PORTAL_SIGNING_KEY``); the global parameters travel beside it, bound by their SHA-256.
 """
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -20,6 +21,8 @@ from projects.federation.protocol import (
     SiteMessage,
 )
 from projects.models import Round, SiteRound, TrainingRun
+
+logger = logging.getLogger(__name__)
 
 
 def new_nonce() -> str:
@@ -96,9 +99,15 @@ def publish(envelopes: list[Envelope[SiteMessage]]) -> None:
             )
 
 
-def schedule_deadline(run_id: int, number: int, countdown: float) -> None:
-    from projects.tasks import round_deadline_task
-
-    round_deadline_task.apply_async(
-        args=[run_id, number], countdown=max(countdown, 0), queue="coordinator"
-    )
+def publish_safely(envelopes: list[Envelope[SiteMessage]]) -> bool:
+    """Publish; when the broker is away, say so and leave it to the reconciler to send again."""
+    try:
+        publish(envelopes)
+    except Exception:  # any broker failure: the site rows still say what must be sent
+        logger.warning(
+            "Could not publish %s task(s); the reconciler sends them again.",
+            len(envelopes),
+            exc_info=True,
+        )
+        return False
+    return True

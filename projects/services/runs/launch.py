@@ -5,6 +5,7 @@ The launch page, the API and ``manage.py launch_run`` all build a ``LaunchConfig
 inputs with the same messages.
 """
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from projects.models import Dataset, ModelFamily, Problem, Strategy, TaskType, T
 from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services.policy import RunConfig, run_policy_check
 from projects.services.runs.store import model_store
+
+logger = logging.getLogger(__name__)
 
 # Defaults a launch form starts from; the demo problem learns well with them.
 DEFAULTS: dict[str, Any] = {
@@ -276,6 +279,10 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
 
 
 def send_advance(run_id: int) -> None:
+    """Ask the coordinator to open the first round; the reconciler does if the broker is away."""
     from projects.tasks import run_advance_task
 
-    run_advance_task.apply_async(args=[run_id], queue="coordinator")
+    try:
+        run_advance_task.apply_async(args=[run_id], queue="coordinator")
+    except Exception:  # any broker failure: the run is queued in the database all the same
+        logger.warning("Could not ask for run %s's first round; the reconciler will.", run_id)

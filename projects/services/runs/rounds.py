@@ -1,9 +1,10 @@
-"""A run's rounds: open the next one, close one at its deadline, cancel, resume after a restart.
+"""A run's rounds: open the next one, close one at its deadline or when every site answered,
+cancel a run.
 
 The coordinator's state lives in the database. Celery carries the work (``projects.tasks`` on
 the coordinator queue, ``projects.site_tasks`` on each site's queue) and every step here is
-idempotent: a duplicate task finds the round already open or closed and does nothing, and
-``runs_resume`` picks up whatever a stopped coordinator left open.
+idempotent: a duplicate task finds the round already open or closed and does nothing, and the
+reconciler (``reconcile``) picks up whatever a stopped coordinator or a lost message left.
 """
 
 from datetime import timedelta
@@ -21,13 +22,7 @@ from projects.models import Round, SiteRound, TrainingRun
 from projects.permissions import can_cancel
 from projects.services.policy import RunConfig, run_policy_check
 from projects.services.runs.closing import close_round, fail_run
-from projects.services.runs.dispatch import (
-    new_nonce,
-    publish,
-    schedule_deadline,
-    seal,
-    site_message,
-)
+from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
 from projects.services.runs.store import round_start_bytes
 
 
@@ -102,13 +97,9 @@ def run_advance(run_id: int) -> Round | None:
         params = round_start_bytes(run, number)
         sha = sha256_hex(params)
         envelopes = seal([site_message(run, round_, s, sha) for s in sites], params)
-        deadline = run.round_deadline
-
-        def dispatch() -> None:
-            publish(envelopes)
-            schedule_deadline(run_id, number, deadline)
-
-        transaction.on_commit(dispatch)
+        # After commit: the round's rows are the record of what must be sent and by when; if
+        # the broker is away, the reconciler sends it again and closes it at its deadline.
+        transaction.on_commit(lambda: publish_safely(envelopes))
     return round_
 
 
@@ -123,13 +114,8 @@ def round_deadline(run_id: int, number: int) -> None:
             .order_by()
             .first()
         )
-        if round_ is None:
-            return
-        if round_.deadline_at > timezone.now():
-            # Early (a clock skew or a resumed check): look again when it is due.
-            remaining = (round_.deadline_at - timezone.now()).total_seconds()
-            transaction.on_commit(lambda: schedule_deadline(run_id, number, remaining))
-            return
+        if round_ is None or round_.deadline_at > timezone.now():
+            return  # closed already, or not due yet: the reconciler looks again
         goes_on = close_round(round_, at_deadline=True)
     if goes_on:
         run_advance(run_id)
@@ -207,40 +193,3 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
             },
         )
     return run
-
-
-def runs_resume() -> int:
-    """Pick up every unfinished run after a coordinator (re)start; return how many were seen.
-
-    An open round past its deadline closes now; one whose sites all answered closes; otherwise
-    sites that have not answered are sent their task again (the same signed task: a duplicate
-    answer counts once) and the deadline check is scheduled anew. A run between rounds advances.
-    """
-    seen = 0
-    for run_id in TrainingRun.objects.filter(
-        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
-    ).values_list("pk", flat=True):
-        seen += 1
-        open_round = (
-            Round.objects.filter(run_id=run_id, status=Round.Status.RUNNING).order_by().first()
-        )
-        if open_round is None:
-            run_advance(run_id)
-            continue
-        if open_round.deadline_at <= timezone.now():
-            round_deadline(run_id, open_round.number)
-            continue
-        if not open_round.sites.filter(status=SiteRound.Status.DISPATCHED).exists():
-            if close_when_answered(run_id, open_round.number):
-                run_advance(run_id)
-            continue
-        run = TrainingRun.objects.get(pk=run_id)
-        params = round_start_bytes(run, open_round.number)
-        sha = sha256_hex(params)
-        waiting = open_round.sites.select_related("institution", "dataset").filter(
-            status=SiteRound.Status.DISPATCHED
-        )
-        publish(seal([site_message(run, open_round, s, sha) for s in waiting], params))
-        remaining = (open_round.deadline_at - timezone.now()).total_seconds()
-        schedule_deadline(run_id, open_round.number, remaining)
-    return seen

@@ -1,0 +1,125 @@
+"""The coordinator's reconciler: the database decides what must be sent and when a round ends.
+
+A round's dispatch and deadline are recorded with the round itself (its site rows and
+``deadline_at``), in the transaction that opens it; the broker only carries work. Every
+``FEDERATION_RECONCILE_SECONDS`` the coordinator compares the database with what should be
+happening, so a broker that restarts or a coordinator that is killed loses nothing:
+
+- an open round past its deadline closes with what arrived;
+- a site that has not answered an open round is sent its task again (the same signed task)
+  once ``FEDERATION_RESEND_SECONDS`` have passed since it was last sent, twice as long after each
+  resend: the first dispatch may have failed while the broker was away, or the broker lost the
+  task or the answer. A site answers a task it already answered with the same signed answer, and
+  an answer counts once;
+- a run that should go on but has no open round (its next step was lost) is advanced.
+
+A coordinator that (re)starts reconciles at once and sends every unanswered task again.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Max
+from django.utils import timezone
+
+from projects.federation.protocol import sha256_hex
+from projects.models import Round, SiteRound, TrainingRun
+from projects.services.runs.dispatch import publish_safely, seal, site_message
+from projects.services.runs.rounds import round_deadline, run_advance
+from projects.services.runs.store import round_start_bytes
+
+logger = logging.getLogger(__name__)
+
+# A run between rounds for longer than this lost its next step.
+STALLED_AFTER = timedelta(seconds=2)
+
+
+def _due(site: SiteRound, started: datetime, now: datetime, resend_all: bool) -> bool:
+    if resend_all:
+        return True
+    last = site.resent_at or started
+    wait = settings.FEDERATION_RESEND_SECONDS * (2**site.resends)
+    return last + timedelta(seconds=wait) <= now
+
+
+def _resend(round_: Round, now: datetime, resend_all: bool) -> int:
+    waiting = [
+        s
+        for s in round_.sites.select_related("institution", "dataset").filter(
+            status=SiteRound.Status.DISPATCHED
+        )
+        if _due(s, round_.started_at, now, resend_all)
+    ]
+    if not waiting:
+        return 0
+    run = round_.run
+    params = round_start_bytes(run, round_.number)
+    envelopes = seal([site_message(run, round_, s, sha256_hex(params)) for s in waiting], params)
+    if not publish_safely(envelopes):
+        return 0
+    SiteRound.objects.filter(pk__in=[s.pk for s in waiting]).update(resent_at=now)
+    for s in waiting:
+        SiteRound.objects.filter(pk=s.pk).update(resends=min(s.resends + 1, 16))
+    return len(waiting)
+
+
+def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
+    """Bring every unfinished run in line with the database; what was done, by kind."""
+    now = timezone.now()
+    done = {"closed": 0, "resent": 0, "advanced": 0}
+    open_rounds = list(
+        Round.objects.filter(status=Round.Status.RUNNING)
+        .select_related("run")
+        .order_by("run_id", "number")
+    )
+    for round_ in open_rounds:
+        if round_.deadline_at <= now:
+            round_deadline(round_.run_id, round_.number)
+            done["closed"] += 1
+        else:
+            done["resent"] += _resend(round_, now, resend_all)
+    busy = {r.run_id for r in open_rounds if r.deadline_at > now}
+    stalled = (
+        TrainingRun.objects.filter(
+            status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+        )
+        .exclude(pk__in=busy)
+        .annotate(last_closed=Max("round_set__closed_at"))
+        .order_by()
+        .values_list("pk", "created_at", "last_closed")
+    )
+    for run_id, created, last_closed in stalled:
+        stalled_since = (last_closed or created) + STALLED_AFTER
+        if stalled_since <= now and run_advance(run_id) is not None:
+            done["advanced"] += 1
+    if any(done.values()):
+        logger.info("Reconciled the runs: %s.", done)
+    return done
+
+
+class Reconciler(threading.Thread):
+    """Runs ``runs_reconcile`` every FEDERATION_RECONCILE_SECONDS in a coordinator process."""
+
+    def __init__(self, reconcile: Callable[..., object] = runs_reconcile) -> None:
+        super().__init__(name="runs-reconciler", daemon=True)
+        self.reconcile = reconcile
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        first = True
+        while not self.stopped.is_set():
+            close_old_connections()
+            try:
+                self.reconcile(resend_all=first)
+                first = False
+            except Exception:  # the database or broker may be away; the next pass tries again
+                logger.warning("Reconciling the runs failed; trying again.", exc_info=True)
+            self.stopped.wait(settings.FEDERATION_RECONCILE_SECONDS)
+        close_old_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()
