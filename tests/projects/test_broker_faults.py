@@ -1,0 +1,141 @@
+"""Nothing lost when the broker restarts: a run survives Redis killed and restarted mid-round.
+
+The coordinator and the three sites run as separate processes, as in production, on a Redis
+server of the test's own (so that it can be killed without touching anyone else's).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from portal.common import keys
+from projects.models import Round, SiteRound, TrainingRun
+from tests.conftest import needs, require_postgres, wait_for
+from tests.projects.federation_setup import SITES, seed_medical
+from tests.projects.test_federated_runs import _purge, _worker_env, finished, launch
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A throwaway Redis server that keeps nothing on disk, as the production one is set up."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = _free_port()
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), timeout=10, what="the private Redis")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # not up yet
+        return False
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    if shutil.which("redis-server") is None:
+        needs("redis-server (Debian's redis-server package)")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def _processes(redis_url: str) -> list[subprocess.Popen]:
+    env = {
+        **_worker_env(),
+        "CELERY_BROKER_URL": redis_url,
+        "FEDERATION_RECONCILE_SECONDS": "0.5",
+        "FEDERATION_RESEND_SECONDS": "2",
+        "PORTAL_PUBLIC_KEY": keys.portal_public_text(),
+    }
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", "coordinator",
+         "--pool", "solo", "--hostname", f"faults-{os.getpid()}@%h", "--loglevel", "WARNING"],
+        env=env, **quiet,
+    )  # fmt: skip
+    sites = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "manage.py", "run_site_worker", "--institution", slug),
+                *("--data-dir", str(Path(settings.SITE_DATA_ROOT) / slug), "--loglevel", "WARNING"),
+            ],
+            cwd=Path(settings.BASE_DIR),
+            env=env,
+            **quiet,
+        )
+        for slug in SITES
+    ]
+    return [coordinator, *sites]
+
+
+def test_a_run_survives_redis_killed_and_restarted_mid_round(
+    transactional_db, tmp_path, private_redis
+):
+    require_postgres()
+    medical = seed_medical(tmp_path / "alliance")
+    processes = _processes(private_redis.url)
+    try:
+        # The launch's own message goes to the test's usual broker; the coordinator's
+        # reconciler starts the queued run from the database, as after a lost message.
+        run = launch(medical, rounds=8, round_deadline=120)
+        wait_for(
+            lambda: run.round_set.filter(status="succeeded").count() >= 3,
+            timeout=90,
+            what="three rounds",
+        )
+        private_redis.kill()
+        time.sleep(1.5)  # rounds keep trying to dispatch and answer while it is away
+        private_redis.start()  # empty: every queued task and answer is gone
+        run = finished(run, timeout=120)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        _purge(["coordinator"])
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    rounds = list(run.round_set.order_by("number"))
+    assert [r.status for r in rounds] == [Round.Status.SUCCEEDED] * 8
+    assert all(r.contributors == 3 for r in rounds)
+    assert SiteRound.objects.filter(round__run=run, status="contributed").count() == 24
