@@ -164,9 +164,11 @@ class RunLaunchForm(forms.Form):
         )
 
     def config(self) -> LaunchConfig:
+        """Every option the person filled in, whatever the strategy: the service decides."""
         data = self.cleaned_data
-        option = STRATEGY_OPTION.get(data["strategy"])
-        options = {option: data[option]} if option and data.get(option) is not None else {}
+        options = {
+            name: data[name] for name in STRATEGY_OPTION.values() if data.get(name) is not None
+        }
         return LaunchConfig(
             model_family=data["model_family"],
             strategy=data["strategy"],
@@ -183,7 +185,13 @@ class RunLaunchForm(forms.Form):
     def add_service_errors(self, errors: dict[str, str], strategy: str) -> None:
         for name, message in errors.items():
             if name == "strategy_options":
-                name = STRATEGY_OPTION.get(strategy, "strategy")
+                # On the option field that is wrong: one the strategy does not take, or its own.
+                own = STRATEGY_OPTION.get(strategy)
+                filled = [
+                    n for n in STRATEGY_OPTION.values() if self.cleaned_data.get(n) is not None
+                ]
+                foreign = [n for n in filled if n != own]
+                name = foreign[0] if foreign else own or "strategy"
             self.add_error(name if name in self.fields else None, message)
 
 

@@ -456,3 +456,42 @@ def test_suspended_members_cannot_launch(client, ready):
     institution.save()
     response = client.get(url("run-launch", SLUG))
     assert response.status_code == 403
+
+
+API_BODY = {
+    "model_family": "logistic_regression",
+    "strategy": "fedavg",
+    "rounds": 4,
+    "local_epochs": 2,
+    "batch_size": 16,
+    "learning_rate": 0.3,
+    "round_deadline": 60,
+    "seed": 7,
+}
+SAME_REFUSALS = [
+    ({"strategy": "fedavg", "mu": "0.1"}, {"strategy": "fedavg", "options": {"mu": 0.1}}),
+    ({"strategy": "fedprox", "eta": "0.1"}, {"strategy": "fedprox", "options": {"eta": 0.1}}),
+    ({"strategy": "trimmed_mean", "beta": "0.7"},
+     {"strategy": "trimmed_mean", "options": {"beta": 0.7}}),
+    ({"strategy": "fedadam", "eta": "-1"}, {"strategy": "fedadam", "options": {"eta": -1}}),
+    ({"rounds": "0"}, {"rounds": 0}),
+    ({"round_deadline": "1"}, {"round_deadline": 1}),
+    ({"learning_rate": "11"}, {"learning_rate": 11}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("form", "body"), SAME_REFUSALS)
+def test_the_launch_form_and_the_api_refuse_the_same_inputs(client, api_as, ready, form, body):
+    client.force_login(ready.a.researcher)
+    page = text(client.post(url("run-launch", SLUG), {**FORM, **form}))
+    shown = re.findall(r'<p class="field-error">([^<]+)</p>', page)
+    body = {**API_BODY, **body}
+    if "options" in body:
+        body["strategy_options"] = body.pop("options")
+    response = api_as(ready.a.researcher).post(
+        reverse("api:run-list", args=[SLUG]), body, format="json"
+    )
+    assert response.status_code == 400
+    (_field, message), *_rest = response.json()["errors"].items()
+    assert shown == [html.unescape(message)], (shown, response.json())
+    assert not TrainingRun.objects.exists()

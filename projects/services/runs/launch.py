@@ -170,11 +170,24 @@ def launch_errors(config: LaunchConfig) -> dict[str, str]:
         errors["model_family"] = _("Choose one of the model families.")
     if config.strategy not in Strategy.values:
         errors["strategy"] = _("Choose one of the strategies.")
+    elif not isinstance(config.strategy_options, dict):
+        errors["strategy_options"] = _("Give the strategy's options as names and numbers.")
     else:
-        try:
-            strategies.strategy_options(config.strategy, config.strategy_options)
-        except (ValueError, TypeError) as exc:
-            errors["strategy_options"] = str(exc)
+        allowed = strategies.get_strategy(config.strategy).defaults
+        unknown = sorted(set(config.strategy_options) - set(allowed))
+        if unknown:
+            errors["strategy_options"] = _(
+                "%(strategy)s takes no option %(unknown)s (it takes: %(allowed)s)."
+            ) % {
+                "strategy": Strategy(config.strategy).label,
+                "unknown": ", ".join(unknown),
+                "allowed": ", ".join(sorted(allowed)) or _("none"),
+            }
+        else:
+            try:
+                strategies.strategy_options(config.strategy, config.strategy_options)
+            except (ValueError, TypeError) as exc:
+                errors["strategy_options"] = str(exc)
     if config.model_family in ModelFamily.values:
         try:
             get_family(config.model_family, config.family_options or None)
