@@ -252,6 +252,7 @@ class Seeder:
                 )
             )
         self.institutions = self.create(Institution, rows)
+        self.slug_of = {i.pk: i.slug for i in self.institutions}
         self.admitted = [i for i in self.institutions if i.status == Institution.Status.ADMITTED]
         self.busy = self.admitted[0]
 
@@ -997,18 +998,22 @@ class Seeder:
         return site
 
     def round_story(self, round_: Round, sites: list[SiteRound]) -> None:
+        """The round's events as the run services write them: each names the run as target."""
         run = round_.run
-        slugs = {s.institution_id: s for s in sites}
+        slugs = {s.institution_id: self.slug_of[s.institution_id] for s in sites}
         self.tell(
             round_.started_at,
             "round.started",
-            target=round_,
+            target=run,
             subject_institution_id=run.institution_id,
             payload={
                 "problem": run.problem.slug,
                 "run": run.number,
                 "round": round_.number,
-                "sites": len(slugs),
+                "agreement_version": run.agreement.number,
+                "sites": sorted(slugs.values()),
+                "datasets": {slugs[s.institution_id]: s.dataset.sha256 for s in sites},
+                "excluded": round_.excluded,
             },
         )
         for s in sites:
@@ -1016,31 +1021,49 @@ class Seeder:
                 self.tell(
                     s.answered_at,
                     "round.update_rejected",
-                    target=round_,
+                    target=run,
                     subject_institution_id=s.institution_id,
                     payload={
                         "run": run.number,
                         "round": round_.number,
+                        "site": slugs[s.institution_id],
                         "code": s.reason_code,
                         "reason": s.reason,
                     },
                 )
         if round_.status in (Round.Status.SUCCEEDED, Round.Status.FAILED):
-            model_sha = round_.model.sha256 if round_.model else None
-            action = "round.closed" if round_.status == Round.Status.SUCCEEDED else "round.failed"
+            contributed = [s for s in sites if s.status == SiteRound.Status.CONTRIBUTED]
+            summary = {
+                "problem": run.problem.slug,
+                "run": run.number,
+                "round": round_.number,
+                "contributed": sorted(slugs[s.institution_id] for s in contributed),
+                "dropped": sorted(
+                    slugs[s.institution_id] for s in sites if s.status == SiteRound.Status.DROPPED
+                ),
+                "rejected": {
+                    slugs[s.institution_id]: s.reason_code
+                    for s in sites
+                    if s.status == SiteRound.Status.REJECTED
+                },
+                "updates": {slugs[s.institution_id]: s.update_sha256 for s in contributed},
+            }
+            if round_.status == Round.Status.SUCCEEDED:
+                action = "round.closed"
+                payload = {
+                    **summary,
+                    "model_sha256": round_.model.sha256 if round_.model else None,
+                    "metrics": round_.metrics,
+                    "at_deadline": False,
+                }
+            else:
+                action, payload = "round.failed", {**summary, "reason": round_.reason}
             self.tell(
                 round_.closed_at,
                 action,
-                target=round_,
+                target=run,
                 subject_institution_id=run.institution_id,
-                payload={
-                    "problem": run.problem.slug,
-                    "run": run.number,
-                    "round": round_.number,
-                    "contributors": round_.contributors,
-                    "metrics": round_.metrics,
-                    "model_sha256": model_sha,
-                },
+                payload=payload,
             )
 
     # --- the audit trail ----------------------------------------------------------------------
