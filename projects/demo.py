@@ -422,6 +422,20 @@ def _breast_cancer(data: BreastCancerData) -> None:
             collection_start=start,
             collection_end=end,
         )
+    # The validator's held-out rows: its steward registers them; they never train.
+    _register(
+        problem,
+        UNIVERSITY,
+        data.files[UNIVERSITY],
+        label=LABEL,
+        name="Held-out aspirates for validation",
+        description=(
+            "A fifth of the demo's breast-cancer rows, kept by the university to score "
+            "candidate models; no site trains on them."
+        ),
+        personal_data=True,
+        legal_basis="Research exemption of the university's ethics board (de-identified).",
+    )
     version = services.agreement_draft(
         actor=_person(HARBOUR, "researcher"),
         problem=_fresh(problem),

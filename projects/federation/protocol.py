@@ -40,7 +40,10 @@ TASK_DOMAIN = "fl-portal/site-task/v1"
 REPLY_DOMAIN = "fl-portal/site-reply/v1"
 HEARTBEAT_DOMAIN = "fl-portal/heartbeat/v1"
 
-KINDS = ("train",)
+# What a site is asked to do: train on its training rows ("train"), score a model on its
+# validation rows ("evaluate", a contributor) or on every row of its held-out file ("validate",
+# a validator).
+KINDS = ("train", "evaluate", "validate")
 TASKS = ("classification", "regression")
 # A sample count is stored in a 32-bit column: a claim at or above this cannot be a row count.
 MAX_COUNT = 2**31 - 1
@@ -354,7 +357,7 @@ class SiteMessage:
             kind=kind,
             run=_int(body, "run", 1),
             launched=_text(body, "launched", 40),
-            round=_int(body, "round", 1, MAX_COUNT),
+            round=_int(body, "round", 0, MAX_COUNT),
             site=_text(body, "site", 100),
             ticket=_int(body, "ticket", 1),
             nonce=_text(body, "nonce", 64),
@@ -418,10 +421,13 @@ class SiteReply:
     Either an update (``update_sha256`` of the bytes beside the body, the training rows it was
     computed on, and metrics) or ``error``. ``global_metrics`` score the model the site
     received on its validation rows before training; ``metrics`` score its own update there.
+    An evaluation's answer carries no update: ``metrics`` score the model it was sent, and
+    ``sample_count`` is the number of rows they were measured on.
     """
 
     domain: ClassVar[str] = REPLY_DOMAIN
 
+    kind: str  # the message's, echoed: which record the ticket names
     run: int
     launched: str
     round: int
@@ -440,6 +446,7 @@ class SiteReply:
         return {
             "domain": self.domain,
             "protocol": PROTOCOL,
+            "kind": self.kind,
             "run": self.run,
             "launched": self.launched,
             "round": self.round,
@@ -462,6 +469,7 @@ class SiteReply:
     def answering(cls, message: SiteMessage, kid: str, **fields: Any) -> "SiteReply":
         """The reply to ``message``: its run, round, site, ticket and nonce, echoed."""
         return cls(
+            kind=message.kind,
             run=message.run,
             launched=message.launched,
             round=message.round,
@@ -476,10 +484,14 @@ class SiteReply:
     def from_json(cls, data: Any) -> "SiteReply":
         body = _body(data, cls.domain)
         error = _get(body, "error")
+        kind = _text(body, "kind", 20)
+        if kind not in KINDS:
+            raise ProtocolError("malformed", {"field": "kind", "problem": "unknown kind"})
         return cls(
+            kind=kind,
             run=_int(body, "run", 1),
             launched=_text(body, "launched", 40),
-            round=_int(body, "round", 1, MAX_COUNT),
+            round=_int(body, "round", 0, MAX_COUNT),
             site=_text(body, "site", 100),
             ticket=_int(body, "ticket", 1),
             nonce=_text(body, "nonce", 64),

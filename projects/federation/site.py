@@ -33,7 +33,14 @@ from projects.federation.families import (
 )
 from projects.federation.protocol import ProtocolError, RoundTask
 
-__all__ = ["RoundTask", "SiteRefusal", "SiteResult", "evaluate_on_file", "train_on_site"]
+__all__ = [
+    "RoundTask",
+    "SiteRefusal",
+    "SiteResult",
+    "evaluate_on_file",
+    "evaluate_on_site",
+    "train_on_site",
+]
 
 Params = list[np.ndarray]
 
@@ -278,6 +285,52 @@ def train_on_site(
             "train": trained - scored,
             "evaluate": (evaluated - trained) + (scored - loaded),
         },
+    )
+
+
+def evaluate_on_site(
+    task: RoundTask,
+    params: Params,
+    *,
+    data_path: Path,
+    expected_sha256: str,
+    holdout: bool,
+) -> SiteResult:
+    """Score ``params`` where the data lives, with the same checks as training.
+
+    A contributor (``holdout`` False) scores on the validation rows of its own seeded split, the
+    rows it scores every round's model on; a validator scores on every row of its held-out file.
+    ``sample_count`` is the number of rows scored; nothing but the scores leaves the site.
+    """
+    started = time.perf_counter()
+    family = family_for(task.family, task.family_options)
+    n_outputs = n_outputs_for(family, task.classes)
+    X, y = VERIFIED.load(Path(data_path), expected_sha256, task)
+    expected = [p.shape for p in family.init(len(task.features), n_outputs, site_rng(0, "", ""))]
+    if [np.shape(p) for p in params] != expected:
+        raise SiteRefusal(
+            "invalid_task",
+            {"reason": "shapes"},
+            "The model's parameters do not fit this model family and schema.",
+        )
+    if holdout:
+        rows = np.arange(len(X))
+    else:
+        try:
+            _train, rows = split(
+                len(X), task.validation_share, site_rng(task.seed, task.site, "split")
+            )
+        except ValueError as exc:
+            raise SiteRefusal("invalid_task", {"reason": "validation_share"}, str(exc)) from exc
+    if not len(rows):
+        raise SiteRefusal("empty", {}, "There are no rows to score the model on.")
+    loaded = time.perf_counter()
+    metrics = family.evaluate([np.asarray(p, dtype=np.float64) for p in params], X[rows], y[rows])
+    return SiteResult(
+        params=[],
+        sample_count=len(rows),
+        metrics=metrics,
+        timings={"load": loaded - started, "evaluate": time.perf_counter() - loaded},
     )
 
 

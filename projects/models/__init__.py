@@ -17,13 +17,16 @@ from projects.models.problem import (
 )
 from projects.models.run import ModelVersion, Round, SiteRound, Strategy, TrainingRun
 from projects.models.site import SiteHeartbeat, SiteKey
+from projects.models.verification import Certification, Evaluation, Release
 
 __all__ = [
     "TERM_FIELDS",
     "AgreementApproval",
     "AgreementVersion",
+    "Certification",
     "Dataset",
     "DownloadScope",
+    "Evaluation",
     "Metric",
     "ModelFamily",
     "ModelVersion",
@@ -32,6 +35,7 @@ __all__ = [
     "ProblemComment",
     "ProblemRevision",
     "Ratification",
+    "Release",
     "Round",
     "SiteHeartbeat",
     "SiteKey",

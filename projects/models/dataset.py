@@ -4,7 +4,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 class Dataset(models.Model):
-    """A contributor's dataset for a problem, described by metadata only: its rows stay home.
+    """A participant's dataset for a problem, described by metadata only: its rows stay home.
+
+    A contributor's trains models (``purpose`` training); a validator's is held out, and only
+    ever scores them (``purpose`` holdout).
 
     ``site_key`` is a name the site resolves in its own data directory, never a path or a file
     on the portal. ``columns`` is the per-column summary printed by ``describe_dataset``;
@@ -15,6 +18,10 @@ class Dataset(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", _("Registered")
         WITHDRAWN = "withdrawn", _("Withdrawn")
+
+    class Purpose(models.TextChoices):
+        TRAINING = "training", _("Training")
+        HOLDOUT = "holdout", _("Held out for validation")
 
     problem = models.ForeignKey(
         "projects.Problem",
@@ -37,6 +44,9 @@ class Dataset(models.Model):
     name = models.CharField(_("name"), max_length=200)
     description = models.TextField(_("description"), blank=True)
     site_key = models.CharField(_("site key"), max_length=200)
+    purpose = models.CharField(
+        _("purpose"), max_length=8, choices=Purpose.choices, default=Purpose.TRAINING
+    )
     row_count = models.PositiveIntegerField(_("rows"))
     sha256 = models.CharField(_("SHA-256 of the file"), max_length=64)
     label_column = models.CharField(_("label column"), max_length=100, blank=True)

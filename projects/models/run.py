@@ -128,7 +128,11 @@ class Round(models.Model):
     deadline_at = models.DateTimeField(_("deadline"))
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
     contributors = models.PositiveIntegerField(_("contributions"), default=0)
-    metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    # The sites' updates scored on their validation rows, weighted by those rows.
+    metrics = models.JSONField(_("local updates' metrics"), default=dict, blank=True)
+    # The global model the round started from, scored by every contributor on its validation
+    # rows before it trained, weighted by those rows: that model's own figures.
+    global_metrics = models.JSONField(_("global model's metrics"), default=dict, blank=True)
     timings = models.JSONField(_("timings (seconds)"), default=dict, blank=True)
     excluded = models.JSONField(_("excluded institutions"), default=list, blank=True)
     reason = models.TextField(_("reason"), blank=True)
@@ -218,7 +222,12 @@ class SiteRound(models.Model):
 
 
 class ModelVersion(models.Model):
-    """The global model after a round (round 0: the initial model), stored by content hash."""
+    """The global model after a round (round 0: the initial model), stored by content hash.
+
+    ``metrics`` are the model's own figures: the contributors' scores of it on their validation
+    rows, weighted by those rows (measured at the start of the next round, or by the final
+    evaluation for a run's last model).
+    """
 
     run = models.ForeignKey(
         TrainingRun, on_delete=models.CASCADE, related_name="models", verbose_name=_("run")
@@ -228,6 +237,7 @@ class ModelVersion(models.Model):
     sha256 = models.CharField(_("SHA-256"), max_length=64, db_index=True)
     size = models.PositiveIntegerField(_("size (bytes)"))
     metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    evaluated_rows = models.PositiveIntegerField(_("validation rows scored"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:

@@ -8,25 +8,43 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from alliance.models import Role
+from alliance.models import Membership, Role
 from alliance.permissions import acting_membership
 from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError, Conflict
-from projects.models import Dataset, Problem, ProblemRevision
+from projects.models import Dataset, Participation, Problem, ProblemRevision
 from projects.schema import description_clean, description_mismatches
 from projects.services.common import require_problem_perm
 
 
+def _registering(actor: AbstractBaseUser, problem: Problem) -> tuple[Membership, str]:
+    """Who registers, and what for: a validator's steward its held-out data, a contributor's
+    steward its training data (PermissionDenied for anyone else)."""
+    membership = acting_membership(actor)
+    validator = problem.participations.filter(
+        institution=membership.institution,
+        role=Participation.Role.VALIDATOR,
+        status=Participation.Status.ACTIVE,
+    ).exists()
+    if validator and membership.role == Role.DATA_STEWARD:
+        return membership, Dataset.Purpose.HOLDOUT
+    return require_problem_perm(actor, "projects.register_dataset", problem), (
+        Dataset.Purpose.TRAINING
+    )
+
+
 @transaction.atomic
 def dataset_register(*, actor: AbstractBaseUser, problem: Problem, **description: Any) -> Dataset:
-    """A contributor's data steward registers a dataset by its description, and nothing more.
+    """A participant's data steward registers a dataset by its description, and nothing more.
 
+    A contributor's steward registers training data; a validator's steward registers the
+    held-out data its site scores models on (``purpose`` holdout: it never trains).
     ``description`` is what ``manage.py describe_dataset`` prints at the site (name, site key,
     row count, SHA-256, columns with summaries, personal-data flag and legal basis, collection
     period). It is checked against the current ratified revision; every mismatch is named and
     nothing is stored unless all of it fits.
     """
-    membership = require_problem_perm(actor, "projects.register_dataset", problem)
+    membership, purpose = _registering(actor, problem)
     problem = Problem.objects.select_for_update().get(pk=problem.pk)
     if not problem.is_ratified:
         raise ApplicationError(
@@ -72,6 +90,7 @@ def dataset_register(*, actor: AbstractBaseUser, problem: Problem, **description
         personal_data=clean["personal_data"],
         legal_basis=clean["legal_basis"],
         revision=revision.number,
+        purpose=purpose,
     )
     audit_record(
         actor=actor,
@@ -86,6 +105,7 @@ def dataset_register(*, actor: AbstractBaseUser, problem: Problem, **description
             "row_count": dataset.row_count,
             "revision": revision.number,
             "personal_data": dataset.personal_data,
+            "purpose": purpose,
         },
     )
     from projects.services.problems import problem_refresh_stage

@@ -96,9 +96,9 @@ def eligible_contributors(
         .order_by("institution__name")  # the default ordering would join the problem again
     )
     datasets: dict[int, list[Dataset]] = {}
-    for dataset in Dataset.objects.filter(problem=problem, status=Dataset.Status.ACTIVE).order_by(
-        "created_at", "pk"
-    ):
+    for dataset in Dataset.objects.filter(
+        problem=problem, status=Dataset.Status.ACTIVE, purpose=Dataset.Purpose.TRAINING
+    ).order_by("created_at", "pk"):
         datasets.setdefault(dataset.institution_id, []).append(dataset)
     eligible: list[Contributor] = []
     excluded: list[Exclusion] = []

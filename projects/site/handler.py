@@ -27,7 +27,7 @@ from projects.federation.protocol import (
     open_wire,
     sha256_hex,
 )
-from projects.federation.site import train_on_site
+from projects.federation.site import evaluate_on_site, train_on_site
 from projects.site.identity import SiteIdentity, data_file, portal_public_key, site_identities
 
 logger = logging.getLogger(__name__)
@@ -134,9 +134,18 @@ def _answer(
             raise ProtocolError("outside_folder", {"field": "site_key"})
         blob = envelope.attachment_bytes(message.params_sha256, limit=message.max_update_bytes)
         params = encoding.decode_params(blob, max_bytes=message.max_update_bytes)
-        result = train_on_site(
-            message.task, params, data_path=path, expected_sha256=message.dataset.sha256
-        )
+        if message.kind == "train":
+            result = train_on_site(
+                message.task, params, data_path=path, expected_sha256=message.dataset.sha256
+            )
+        else:
+            result = evaluate_on_site(
+                message.task,
+                params,
+                data_path=path,
+                expected_sha256=message.dataset.sha256,
+                holdout=message.kind == "validate",
+            )
     except (ProtocolError, encoding.EncodingError) as exc:
         code = exc.code if isinstance(exc, ProtocolError) else "invalid_task"
         detail = exc.detail if isinstance(exc, ProtocolError) else {"field": "params"}
@@ -165,6 +174,21 @@ def _answer(
         _log(identity, outcome="refused", reason="site_error", **head)
         return Envelope.seal(reply, identity.key)
 
+    if message.kind != "train":
+        reply = SiteReply.answering(
+            message,
+            identity.kid,
+            sample_count=result.sample_count,
+            metrics=result.metrics,
+            timings={
+                **result.timings,
+                **timings,
+                "compute": time.time() - started,
+                "replied_at": time.time(),
+            },
+        )
+        _log(identity, outcome="accepted", reason="", data_sha256=message.dataset.sha256, **head)
+        return Envelope.seal(reply, identity.key)
     update = encoding.encode_params(result.params)
     if len(update) > message.max_update_bytes:
         reply = SiteReply.answering(

@@ -79,3 +79,28 @@ def signed_reply(
     kid = signing.fingerprint(signing.public_to_text(key))
     reply = SiteReply.answering(message, kid, **values)
     return Envelope.seal(reply, key, blob).to_wire()
+
+
+def answer_evaluations(model) -> None:
+    """Every site asked about ``model`` scores it with the real site code, and answers."""
+    from portal.common.keys import portal_key
+    from projects.models import Evaluation
+    from projects.services import runs
+    from projects.services.verification import _message
+
+    for evaluation in Evaluation.objects.filter(model=model, status="dispatched").select_related(
+        "institution", "dataset"
+    ):
+        sealed = Envelope.seal(_message(evaluation, model), portal_key(), runs.model_bytes(model))
+        reply = handle_task(sealed.to_wire(), queue=f"site.{evaluation.institution.slug}")
+        runs.update_receive(reply.to_wire())
+
+
+def train(run, rounds: int | None = None) -> None:
+    """Play every round of ``run`` through the real site code, in process."""
+    from projects.services import runs
+
+    runs.run_advance(run.pk)
+    for number in range(1, (rounds or run.rounds) + 1):
+        for slug in SITES:
+            runs.update_receive(answer(run, slug, number))

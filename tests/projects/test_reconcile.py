@@ -53,7 +53,12 @@ def past(**delta: float) -> datetime.datetime:
 
 def test_nothing_to_do_does_nothing(medical):
     run = launch(medical, rounds=2)
-    assert runs.runs_reconcile() == {"closed": 0, "resent": 0, "advanced": 0}
+    assert runs.runs_reconcile() == {
+        "closed": 0,
+        "resent": 0,
+        "advanced": 0,
+        "evaluations_dropped": 0,
+    }
     assert run.round_set.get().status == Round.Status.RUNNING
 
 
@@ -140,4 +145,9 @@ def test_finished_and_cancelled_runs_are_left_alone(medical):
     run = launch(medical, rounds=2)
     runs.run_cancel(actor=User.objects.get(username=RESEARCHER), run=run)
     TrainingRun.objects.filter(pk=run.pk).update(created_at=past(minutes=5))
-    assert runs.runs_reconcile() == {"closed": 0, "resent": 0, "advanced": 0}
+    assert runs.runs_reconcile() == {
+        "closed": 0,
+        "resent": 0,
+        "advanced": 0,
+        "evaluations_dropped": 0,
+    }

@@ -1053,7 +1053,8 @@ class Seeder:
                 payload = {
                     **summary,
                     "model_sha256": round_.model.sha256 if round_.model else None,
-                    "metrics": round_.metrics,
+                    "local_update_metrics": round_.metrics,
+                    "started_from_metrics": round_.metrics,
                     "at_deadline": False,
                 }
             else:

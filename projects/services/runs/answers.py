@@ -39,6 +39,7 @@ from projects.federation.validation import UpdateRejected, validate_update
 from projects.models import Round, SiteKey, SiteRound
 from projects.services.runs.rounds import close_when_answered, run_advance
 from projects.services.runs.store import round_start_bytes
+from projects.services.verification import evaluation_dispatch, evaluation_record
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Dispatch:
     max_update_bytes: int
     max_update_norm: float
     public_key: str | None  # the site's active key, if it has one
+    kind: str = "train"
 
     @property
     def launched(self) -> str:
@@ -104,14 +106,18 @@ def _public_key(text: str) -> Ed25519PublicKey | None:
         return None
 
 
-def _forgery(envelope: Envelope[SiteReply], dispatch: Dispatch | None) -> str | None:
-    """Why the answer is not provably the site's own answer to this dispatch; None if it is."""
+def _forgery(envelope: Envelope[SiteReply], dispatch: Any) -> str | None:
+    """Why the answer is not provably the site's own answer to this dispatch; None if it is.
+
+    ``dispatch`` is a round's ``Dispatch`` or an evaluation's: the same checks for both.
+    """
     reply = envelope.body
-    if dispatch is None or (dispatch.run_id, dispatch.round_number, dispatch.slug) != (
-        reply.run,
-        reply.round,
-        reply.site,
-    ):
+    if dispatch is None or (
+        dispatch.kind,
+        dispatch.run_id,
+        dispatch.round_number,
+        dispatch.slug,
+    ) != (reply.kind, reply.run, reply.round, reply.site):
         return "unknown_dispatch"
     if not envelope.signature:
         return "unsigned"
@@ -122,7 +128,7 @@ def _forgery(envelope: Envelope[SiteReply], dispatch: Dispatch | None) -> str | 
         return "bad_signature"
     if reply.nonce != dispatch.nonce or reply.launched != dispatch.launched:
         return "replayed"
-    if reply.error is None:
+    if reply.error is None and reply.kind == "train":
         # The update travels beside the signed body: it must be the one the site signed.
         try:
             envelope.attachment_bytes(reply.update_sha256, limit=dispatch.max_update_bytes)
@@ -189,6 +195,16 @@ def _record_answer(wire: Any, received: float) -> int | None:
         logger.warning("Dropped an answer that is not a site reply (%s).", exc)
         return None
     reply = envelope.body
+    if reply.kind != "train":
+        evaluation = evaluation_dispatch(reply.ticket)
+        forgery = _forgery(envelope, evaluation)
+        if forgery is not None:
+            logger.warning(
+                "Dropped an evaluation answer claiming to be from %s: %s.", reply.site, forgery
+            )
+        else:
+            evaluation_record(evaluation, reply)
+        return None
     dispatch = _dispatch(reply.ticket)
     forgery = _forgery(envelope, dispatch)
     if forgery is not None:

@@ -13,8 +13,9 @@ from django.utils.translation import gettext as _
 
 from alliance.services.audit import audit_record
 from projects.federation import encoding, strategies
-from projects.models import Round, SiteRound, TrainingRun
+from projects.models import ModelVersion, Round, SiteRound, TrainingRun
 from projects.services.runs.store import model_store, round_start_bytes
+from projects.services.verification import final_evaluations, weighted
 
 
 def fail_run(run: TrainingRun, reasons: list[str], *, action: str = "run.failed") -> None:
@@ -163,7 +164,17 @@ def close_round(
     blob = encoding.encode_params(params)
     t1 = time.time()
     metrics = weighted_metrics(contributed)
-    model = model_store(run=run, round_number=round_.number, blob=blob, metrics=metrics)
+    # The model this round started from, scored by every contributor before it trained: that
+    # model's own figures, which its version keeps.
+    global_metrics, scored_rows = weighted(
+        [(s.global_metrics, int(s.global_metrics.get("validation_rows", 0))) for s in contributed]
+    )
+    round_.global_metrics = global_metrics
+    if global_metrics:
+        ModelVersion.objects.filter(run=run, round_number=round_.number - 1).update(
+            metrics=global_metrics, evaluated_rows=scored_rows
+        )
+    model = model_store(run=run, round_number=round_.number, blob=blob, metrics={})
     if state is not None:
         run.strategy_state = encoding.to_text(encoding.encode_params(state))
     for s in contributed:
@@ -186,7 +197,8 @@ def close_round(
         payload={
             **summary,
             "model_sha256": model.sha256,
-            "metrics": metrics,
+            "local_update_metrics": metrics,
+            "started_from_metrics": global_metrics,
             "at_deadline": at_deadline,
         },
     )
@@ -208,8 +220,9 @@ def close_round(
                 "run": run.number,
                 "rounds": round_.number,
                 "model_sha256": model.sha256,
-                "metrics": metrics,
+                "local_update_metrics": metrics,
             },
         )
+        final_evaluations(run, model)
         return False
     return True

@@ -28,6 +28,7 @@ from projects.models import Dataset, ModelFamily, Problem, Strategy, TaskType, T
 from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services.policy import RunConfig, run_policy_check
 from projects.services.runs.store import model_store
+from projects.services.stages import problem_advance_stage
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
                 "initial_model_sha256": initial.sha256,
             },
         )
+        problem_advance_stage(problem=problem, to=Problem.Stage.TRAINING)
         transaction.on_commit(lambda: send_advance(run.pk))
     return run
 

@@ -11,7 +11,8 @@ happening, so a broker that restarts or a coordinator that is killed loses nothi
   resend: the first dispatch may have failed while the broker was away, or the broker lost the
   task or the answer. A site answers a task it already answered with the same signed answer, and
   an answer counts once;
-- a run that should go on but has no open round (its next step was lost) is advanced.
+- a run that should go on but has no open round (its next step was lost) is advanced;
+- an evaluation of a model version is sent again, or dropped at its deadline, the same way.
 
 A coordinator that (re)starts reconciles at once and sends every unanswered task again.
 """
@@ -27,10 +28,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from projects.federation.protocol import sha256_hex
-from projects.models import Round, SiteRound, TrainingRun
+from projects.models import Evaluation, Round, SiteRound, TrainingRun
 from projects.services.runs.dispatch import publish_safely, seal, site_message
 from projects.services.runs.rounds import round_deadline, run_advance
 from projects.services.runs.store import round_start_bytes
+from projects.services.verification import evaluations_drop_overdue, send_evaluations
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 STALLED_AFTER = timedelta(seconds=2)
 
 
-def _due(site: SiteRound, started: datetime, now: datetime, resend_all: bool) -> bool:
+def _due(site: SiteRound | Evaluation, started: datetime, now: datetime, resend_all: bool) -> bool:
     if resend_all:
         return True
     last = site.resent_at or started
@@ -67,10 +69,28 @@ def _resend(round_: Round, now: datetime, resend_all: bool) -> int:
     return len(waiting)
 
 
+def _resend_evaluations(now: datetime, resend_all: bool) -> int:
+    waiting = list(
+        Evaluation.objects.filter(status=Evaluation.Status.DISPATCHED, deadline_at__gt=now)
+        .select_related("institution", "dataset", "model__run")
+        .order_by("model_id", "pk")
+    )
+    due = [e for e in waiting if _due(e, e.requested_at, now, resend_all)]
+    sent = 0
+    for model_id in dict.fromkeys(e.model_id for e in due):
+        batch = [e for e in due if e.model_id == model_id]
+        if send_evaluations(batch, batch[0].model):
+            Evaluation.objects.filter(pk__in=[e.pk for e in batch]).update(resent_at=now)
+            for e in batch:
+                Evaluation.objects.filter(pk=e.pk).update(resends=min(e.resends + 1, 16))
+            sent += len(batch)
+    return sent
+
+
 def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
     """Bring every unfinished run in line with the database; what was done, by kind."""
     now = timezone.now()
-    done = {"closed": 0, "resent": 0, "advanced": 0}
+    done = {"closed": 0, "resent": 0, "advanced": 0, "evaluations_dropped": 0}
     open_rounds = list(
         Round.objects.filter(status=Round.Status.RUNNING)
         .select_related("run")
@@ -96,6 +116,8 @@ def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
         stalled_since = (last_closed or created) + STALLED_AFTER
         if stalled_since <= now and run_advance(run_id) is not None:
             done["advanced"] += 1
+    done["evaluations_dropped"] = evaluations_drop_overdue(now)
+    done["resent"] += _resend_evaluations(now, resend_all)
     if any(done.values()):
         logger.info("Reconciled the runs: %s.", done)
     return done

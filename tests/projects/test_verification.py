@@ -1,0 +1,308 @@
+"""Verify and release through the services: the global model's own figures, validation where
+the data lives, certification against the ratified bar, release, the model card and the bundle."""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.management import CommandError, call_command
+
+from alliance.models import AuditEvent
+from portal.common.errors import ApplicationError, Conflict
+from projects.demo import HOLDOUT_FILE, UNIVERSITY
+from projects.federation.site import evaluate_on_file, site_rng, split
+from projects.models import (
+    Certification,
+    Evaluation,
+    Problem,
+    ProblemRevision,
+    Release,
+    TrainingRun,
+)
+from projects.services import runs
+from projects.services.bundle import bundle_bytes
+from projects.services.model_card import model_card, model_card_markdown
+from projects.services.release import model_release
+from projects.services.verification import validation_request
+from tests.projects.federation_setup import SITES, answer_evaluations, seed_medical, train
+
+User = get_user_model()
+RESEARCHER = "kaohsiung-harbour-hospital-researcher"
+PROPOSER_ADMIN = "kaohsiung-harbour-hospital-admin"
+
+
+@pytest.fixture
+def medical(db, tmp_path: Path) -> Problem:
+    return seed_medical(tmp_path)
+
+
+def launch(problem: Problem, **config) -> TrainingRun:
+    actor = User.objects.get(username=RESEARCHER)
+    return runs.run_launch(actor=actor, problem=problem, config=runs.LaunchConfig(**config))
+
+
+@pytest.fixture
+def trained(medical) -> TrainingRun:
+    run = launch(medical, rounds=4)
+    train(run)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED
+    return run
+
+
+def holdout_scores(run: TrainingRun, params) -> dict[str, float]:
+    spec = run.spec
+    return evaluate_on_file(
+        run.model_family,
+        run.family_options,
+        params,
+        path=Path(settings.SITE_DATA_ROOT) / UNIVERSITY / HOLDOUT_FILE,
+        features=spec["features"],
+        label=spec["label"],
+        classes=spec["classes"],
+        feature_ranges=[tuple(r) for r in spec["feature_ranges"]],
+    )
+
+
+def test_each_round_scores_the_model_it_started_from_and_that_model_keeps_them(trained):
+    rounds = list(trained.round_set.order_by("number"))
+    models = {m.round_number: m for m in trained.models.all()}
+    for r in rounds:
+        assert set(r.global_metrics) >= {"accuracy", "roc_auc", "loss"}
+        assert models[r.number - 1].metrics == r.global_metrics
+    # The initial model's figures equal scoring it directly on each site's validation rows.
+    task = runs.round_task(trained, 1, "")
+    params = runs.model_params(models[0])
+    scored, weights = [], []
+    for slug in SITES:
+        dataset = trained.problem.datasets.get(institution__slug=slug, purpose="training")
+        path = Path(settings.SITE_DATA_ROOT) / slug / dataset.site_key
+        from projects.federation.site import read_site_file
+
+        X, y = read_site_file(
+            path,
+            features=task.features,
+            label=task.label,
+            classes=task.classes,
+            feature_ranges=task.feature_ranges,
+        )
+        _train, rows = split(len(X), task.validation_share, site_rng(trained.seed, slug, "split"))
+        from projects.federation.families import get_family
+
+        family = get_family(trained.model_family, trained.family_options)
+        scored.append(family.evaluate(params, X[rows], y[rows])["accuracy"])
+        weights.append(len(rows))
+    expected = float(np.average(scored, weights=weights))
+    assert models[0].metrics["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_final_model_is_scored_everywhere_and_certified_on_the_validators_figures(trained):
+    final = trained.models.get(round_number=4)
+    asked = Evaluation.objects.filter(model=final)
+    assert sorted(asked.values_list("kind", flat=True)) == ["evaluate"] * 3 + ["validate"]
+    answer_evaluations(final)
+    final.refresh_from_db()
+    assert set(final.metrics) >= {"roc_auc", "accuracy"} and final.evaluated_rows > 0
+    validator = Evaluation.objects.get(model=final, kind="validate")
+    assert validator.status == "done"
+    direct = holdout_scores(trained, runs.model_params(final))
+    assert validator.metrics["roc_auc"] == pytest.approx(direct["roc_auc"], abs=1e-12)
+    assert validator.rows == direct["rows"]
+    certification = Certification.objects.get(model=final)
+    revision = ProblemRevision.objects.get(problem=trained.problem, number=trained.revision)
+    assert certification.metric == revision.metric == "roc_auc"
+    assert certification.certified is (direct["roc_auc"] >= revision.threshold)
+    figures = certification.figures[UNIVERSITY]
+    assert figures["value"] == validator.metrics["roc_auc"] and figures["rows"] == validator.rows
+    event = AuditEvent.objects.get(action__in=["model.certified", "model.not_certified"])
+    assert event.payload["figures"] == certification.figures
+
+
+@pytest.mark.parametrize("bar", ["above", "below"])
+def test_certified_exactly_when_the_threshold_is_met(trained, bar):
+    final = trained.models.get(round_number=4)
+    value = holdout_scores(trained, runs.model_params(final))["roc_auc"]
+    threshold = value - 1e-9 if bar == "below" else value + 1e-9
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=threshold
+    )
+    answer_evaluations(final)
+    certification = Certification.objects.get(model=final)
+    assert certification.certified is (bar == "below")
+    if bar == "above":
+        assert "short of" in certification.reasons[0]
+        assert AuditEvent.objects.filter(action="model.not_certified").exists()
+
+
+def test_stages_move_forward_and_never_skip(medical):
+    assert medical.stage == Problem.Stage.DATA_READY
+    run = launch(medical, rounds=1)
+    medical.refresh_from_db()
+    assert medical.stage == Problem.Stage.TRAINING
+    train(run)
+    final = run.models.get(round_number=1)
+    ProblemRevision.objects.filter(problem=medical, number=run.revision).update(threshold=0.0)
+    answer_evaluations(final)
+    medical.refresh_from_db()
+    assert medical.stage == Problem.Stage.CERTIFIED
+    model_release(actor=User.objects.get(username=PROPOSER_ADMIN), model=final)
+    medical.refresh_from_db()
+    assert medical.stage == Problem.Stage.RELEASED
+    moves = [
+        (e.payload["from"], e.payload["to"])
+        for e in AuditEvent.objects.filter(
+            action="problem.stage_changed", target_id=str(medical.pk)
+        ).order_by("seq")
+    ][-3:]
+    assert moves == [
+        ("data_ready", "training"),
+        ("training", "certified"),
+        ("certified", "released"),
+    ]
+
+
+def test_release_is_refused_when_not_certified_and_for_the_wrong_role(trained):
+    final = trained.models.get(round_number=4)
+    admin = User.objects.get(username=PROPOSER_ADMIN)
+    with pytest.raises(ApplicationError):
+        model_release(actor=admin, model=final)  # not scored yet
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=2.0
+    )
+    answer_evaluations(final)
+    with pytest.raises(ApplicationError, match="not certified"):
+        model_release(actor=admin, model=final)
+    Certification.objects.filter(model=final).update(certified=True)
+    for username in (RESEARCHER, "taipei-north-hospital-admin", "staff"):
+        with pytest.raises(PermissionDenied):
+            model_release(actor=User.objects.get(username=username), model=final)
+    release = model_release(actor=admin, model=final, note="First release.")
+    assert release.terms_sha256 == trained.agreement.terms_sha256
+    assert AuditEvent.objects.get(action="model.released").payload["download_scope"] == (
+        trained.agreement.download_scope
+    )
+    with pytest.raises(Conflict):
+        model_release(actor=admin, model=final)
+    assert Release.objects.count() == 1
+
+
+def test_validation_on_demand_for_any_version(trained):
+    earlier = trained.models.get(round_number=2)
+    researcher = User.objects.get(username=RESEARCHER)
+    (asked,) = validation_request(actor=researcher, model=earlier)
+    assert asked.institution.slug == UNIVERSITY
+    with pytest.raises(ApplicationError, match="already"):
+        validation_request(actor=researcher, model=earlier)
+    with pytest.raises(PermissionDenied):
+        validation_request(actor=User.objects.get(username="metro-taipei-viewer"), model=earlier)
+    answer_evaluations(earlier)
+    assert Certification.objects.filter(model=earlier).exists()
+
+
+def _certified_and_released(trained):
+    final = trained.models.get(round_number=4)
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(final)
+    model_release(actor=User.objects.get(username=PROPOSER_ADMIN), model=final)
+    final.refresh_from_db()
+    return final
+
+
+def test_the_card_is_built_from_the_records(trained):
+    final = _certified_and_released(trained)
+    card = model_card(final)
+    assert card["model_details"]["sha256"] == final.sha256
+    assert card["training"]["terms_sha256"] == trained.agreement.terms_sha256
+    assert [r["started_from"] for r in card["evaluation"]["per_round"]] == [
+        r.global_metrics for r in trained.round_set.order_by("number")
+    ]
+    (validator,) = card["evaluation"]["validators"]
+    assert validator["metrics"] == Evaluation.objects.get(model=final, kind="validate").metrics
+    assert card["evaluation"]["certified"] is True
+    assert card["release"]["terms_sha256"] == trained.agreement.terms_sha256
+    assert next(iter(card["evaluation"]["final_model"])) == "roc_auc"  # the ratified metric first
+    actions = [e["action"] for e in card["provenance"]["events"]]
+    assert actions[0] == "run.launched" and "model.certified" in actions
+    assert actions[-1] == "model.released"
+    text = model_card_markdown(card)
+    assert final.sha256 in text and "## Provenance" in text
+
+
+def _bundle(trained, tmp_path) -> Path:
+    final = _certified_and_released(trained)
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(bundle_bytes(final))
+    return path
+
+
+def _rewrite(path: Path, name: str, change) -> None:
+    with zipfile.ZipFile(path) as archive:
+        files = {n: archive.read(n) for n in archive.namelist()}
+    files[name] = change(files[name])
+    if name != "manifest.json":
+        import hashlib
+
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"][name] = hashlib.sha256(files[name]).hexdigest()
+        files["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for n, data in files.items():
+            archive.writestr(n, data)
+
+
+def test_verify_bundle_passes_an_intact_bundle(trained, tmp_path):
+    path = _bundle(trained, tmp_path)
+    out = io.StringIO()
+    call_command("verify_bundle", str(path), stdout=out)
+    assert "The bundle holds" in out.getvalue()
+
+
+def _edit_event(data: bytes, action: str, change) -> bytes:
+    lines = []
+    for line in data.decode().splitlines():
+        record = json.loads(line)
+        if record.get("document", {}).get("action") == action:
+            change(record)
+        lines.append(json.dumps(record))
+    return ("\n".join(lines) + "\n").encode()
+
+
+TAMPERINGS = {
+    "model": ("model.npy", lambda b: b[:-8] + b"\x00" * 8, "model.npy is not the model"),
+    "card figure": (
+        "card.json",
+        lambda b: b.replace(b'"certified": true', b'"certified": false'),
+        "verdict differs",
+    ),
+    "event content": (
+        "events.jsonl",
+        lambda b: _edit_event(
+            b, "model.certified", lambda r: r["document"]["payload"].update(threshold=0.1)
+        ),
+        "was altered",
+    ),
+    "event removed": (
+        "events.jsonl",
+        lambda b: b"\n".join(b.splitlines()[:2] + b.splitlines()[3:]) + b"\n",
+        "missing from the chain",
+    ),
+}
+
+
+@pytest.mark.parametrize("part", sorted(TAMPERINGS))
+def test_verify_bundle_fails_each_tampered_part(trained, tmp_path, part):
+    path = _bundle(trained, tmp_path)
+    name, change, problem = TAMPERINGS[part]
+    _rewrite(path, name, change)
+    with pytest.raises(CommandError) as failed:
+        call_command("verify_bundle", str(path))
+    assert failed.value.returncode == 1
+    assert problem in str(failed.value)
