@@ -22,6 +22,7 @@ from portal.common.errors import ApplicationError, error_text
 from portal.common.pages import REFUSALS, attempt
 from projects.dashboards.run import parse_window, run_dashboard, run_page
 from projects.downloads import model_file_response
+from projects.model_views import final_verdict
 from projects.models import (
     AgreementVersion,
     ModelFamily,
@@ -291,6 +292,7 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         )
     context = _live_context(request, run, before=before, after=after)
     context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
+    context["verdict"] = final_verdict(run)
     return render(request, "projects/run_detail.html", context)
 
 

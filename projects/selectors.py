@@ -15,6 +15,7 @@ from projects.models import (
     AgreementApproval,
     AgreementVersion,
     Dataset,
+    ModelVersion,
     Participation,
     Problem,
     ProblemComment,
@@ -239,10 +240,12 @@ def problem_run(problem: Problem, number: int) -> TrainingRun:
 
 def runs_with_progress(problem: Problem) -> QuerySet[TrainingRun]:
     """The problem's runs, newest first, each with ``rounds_done`` and the ``last_metrics`` of
-    its latest successful round, in one query whatever the number of rounds."""
+    its latest scored global model (its final model's own figures once a finished run's final
+    model is scored), in one query whatever the number of rounds."""
     last_metrics = (
-        Round.objects.filter(run=OuterRef("pk"), status=Round.Status.SUCCEEDED)
-        .order_by("-number")
+        ModelVersion.objects.filter(run=OuterRef("pk"))
+        .exclude(metrics={})
+        .order_by("-round_number")
         .values("metrics")[:1]
     )
     return (

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import run_views, site_views, views
+from projects import model_views, run_views, site_views, views
 from projects.dashboards import alliance_views, institution_views
 
 urlpatterns = [
@@ -73,5 +73,35 @@ urlpatterns = [
         "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/download/",
         run_views.model_download,
         name="model-download",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/",
+        model_views.model_detail,
+        name="model-detail",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/validate/",
+        model_views.model_validate,
+        name="model-validate",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/release/",
+        model_views.model_release_page,
+        name="model-release",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/card/",
+        model_views.model_card_page,
+        name="model-card",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/card.<str:fmt>",
+        model_views.model_card_page,
+        name="model-card-format",
+    ),
+    path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/bundle.zip",
+        model_views.model_bundle,
+        name="model-bundle",
     ),
 ]

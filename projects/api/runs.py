@@ -127,7 +127,8 @@ class RunSerializer(serializers.ModelSerializer):
         return int(run.rounds_done)  # type: ignore[attr-defined]
 
     def get_metrics(self, run: TrainingRun) -> dict[str, float]:
-        """The metrics of the latest successful round (empty before the first one)."""
+        """The latest scored global model's own figures, on the contributors' validation rows
+        (the final model's once a finished run's final model is scored; empty before that)."""
         return run.last_metrics or {}  # type: ignore[attr-defined]
 
     def get_url(self, run: TrainingRun) -> str:
@@ -333,10 +334,11 @@ def _detail(
     """The run with its rounds read once, which also give the progress a list annotates."""
     rounds = list(run.round_set.order_by("number"))
     done = [r for r in rounds if r.status == Round.Status.SUCCEEDED]
+    scored = run.models.exclude(metrics={}).order_by("-round_number").values("metrics").first()
     extra = {
         "summaries": rounds,
         "rounds_done": len(done),
-        "last_metrics": done[-1].metrics if done else {},
+        "last_metrics": scored["metrics"] if scored else {},
     }
     for name, value in extra.items():
         setattr(run, name, value)

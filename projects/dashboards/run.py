@@ -40,14 +40,13 @@ CLOSED_CACHE_VERSION = 1
 METRIC_LABELS = {
     "accuracy": gettext_lazy("Accuracy"),
     "roc_auc": gettext_lazy("ROC AUC"),
+    "f1": gettext_lazy("F1 score"),
+    "rmse": gettext_lazy("Root mean squared error"),
     "r2": gettext_lazy("R²"),
     "loss": gettext_lazy("Loss"),
     "mse": gettext_lazy("Mean squared error"),
     "mae": gettext_lazy("Mean absolute error"),
 }
-
-# Scores bounded by 1 get a fixed axis, so a curve's shape is not an artefact of zooming.
-BOUNDED = {"accuracy": (0, 1), "roc_auc": (0, 1), "r2": (None, 1)}
 
 TIMING_LABELS = {
     "dispatch": gettext_lazy("dispatch"),
@@ -76,8 +75,9 @@ def metric_keys(run: TrainingRun) -> list[str]:
 
 
 def main_metric(run: TrainingRun, metrics: dict[str, Any] | None) -> tuple[str, float] | None:
-    """The label and value of the first metric of the run's task present in ``metrics``."""
-    for key in metric_keys(run):
+    """The label and value of the run's ratified metric in ``metrics``, else its task's first."""
+    ratified = (run.spec or {}).get("metric")
+    for key in [*([ratified] if ratified in METRIC_LABELS else []), *metric_keys(run)]:
         value = (metrics or {}).get(key)
         if isinstance(value, int | float):
             return str(METRIC_LABELS[key]), float(value)
@@ -175,8 +175,11 @@ class RunDashboard:
     done: int
     state: str  # changes exactly when a round closes: the live part resends charts only then
     progress_percent: int
-    headline: tuple[str, float] | None  # (label, value) of the latest successful round
+    # (label, value): the final model's own figure once it is scored, else that of the global
+    # model the latest successful round started from.
+    headline: tuple[str, float] | None
     headline_is_final: bool
+    headline_rows: int | None  # the validation rows the final model's figure is measured on
     last_contributions: tuple[int, int] | None  # (contributed, sites) in the latest closed round
     elapsed: float | None
     metric_labels: list[str]
@@ -244,7 +247,9 @@ def _closed_key(run: TrainingRun, closed: int, last_closed: int) -> str:
 
 # A round as read for the page: id, number, status, reason, contributors, metrics, timings,
 # excluded sites, started at, closed at.
-RoundRow = tuple[int, int, str, str, int, dict, dict, list, datetime, datetime | None]
+# ... metrics (the local updates'), timings, excluded, started, closed, global_metrics (the
+# model the round started from).
+RoundRow = tuple[int, int, str, str, int, dict, dict, list, datetime, datetime | None, dict]
 # A site's part: status, reason, and its values of the metric keys, in order.
 SitePart = tuple[str, str, tuple[Any, ...]]
 
@@ -293,12 +298,16 @@ def _closed_rounds(
     metric_charts = []
     for index, key in enumerate(keys):
         label = str(METRIC_LABELS[key])
-        low, high = BOUNDED.get(key, (0, None))
         datasets = [
             {
-                "label": _("All sites (weighted)"),
+                "label": _("Global model the round started from"),
+                "data": [_point((r[10] or {}).get(key)) for r in succeeded],
+            },
+            {
+                "label": _("Local updates (weighted)"),
                 "data": [_point((r[5] or {}).get(key)) for r in succeeded],
-            }
+                "dashed": True,
+            },
         ]
         for name in ordered:
             points = site_points[name][index]
@@ -310,8 +319,9 @@ def _closed_rounds(
                 id=chart_id,
                 title=_("%(metric)s per round") % {"metric": label},
                 description=_(
-                    "%(metric)s of the global model after each of the %(n)s completed rounds, "
-                    "for all sites together and for each site."
+                    "%(metric)s in each of the %(n)s completed rounds: of the global model the "
+                    "round started from, scored by every site on its validation rows before "
+                    "training, and of the sites' local updates, together and site by site."
                 )
                 % {"metric": label, "n": len(succeeded)},
                 script=json_script(
@@ -320,8 +330,9 @@ def _closed_rounds(
                         "labels": labels,
                         "x_label": _("Round"),
                         "y_label": label,
-                        "y_min": low,
-                        "y_max": high,
+                        # The axis follows the data: differences of a few thousandths show.
+                        "y_min": None,
+                        "y_max": None,
                         "datasets": datasets,
                     },
                     chart_id,
@@ -364,7 +375,7 @@ def _closed_rounds(
     return ClosedRounds(
         seen=frozenset(key for r in rounds for key in (r[5] or {})),
         sites=frozenset(sites),
-        headline=main_metric(run, succeeded[-1][5]) if succeeded else None,
+        headline=main_metric(run, succeeded[-1][10]) if succeeded else None,
         last_contributions=last_contributions,
         metric_charts=tuple(metric_charts),
         timing_chart=timing_chart,
@@ -405,6 +416,7 @@ def run_dashboard(
             "excluded",
             "started_at",
             "closed_at",
+            "global_metrics",
         )
     )
     seen = {k for r in rounds for k in (r[5] or {})} | (closed_part.seen if closed_part else set())
@@ -442,13 +454,21 @@ def run_dashboard(
     )
     shown = set(chosen)
     lines = _lines([r for r in rounds if r[1] in shown], parts, sites, keys, main_key)
+    headline, final_rows = closed_part.headline, None
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        final = next((m for m in models if m.round_number == run.rounds), None)
+        if final is None:
+            final = run.models.filter(round_number=run.rounds).only("metrics").first()
+        headline = main_metric(run, final.metrics) if final is not None else None
+        final_rows = final.evaluated_rows if final is not None else None
     return RunDashboard(
         run=run,
         done=done,
         state=f"{len(closed_numbers)}.{closed_numbers[-1] if closed_numbers else 0}",
         progress_percent=round(100 * done / run.rounds) if run.rounds else 0,
-        headline=closed_part.headline,
+        headline=headline,
         headline_is_final=run.status == TrainingRun.Status.SUCCEEDED,
+        headline_rows=final_rows,
         last_contributions=closed_part.last_contributions,
         elapsed=_seconds(run.started_at, run.finished_at),
         metric_labels=[str(METRIC_LABELS[k]) for k in keys],
@@ -479,7 +499,19 @@ def _lines(
     contributed = SiteRound.Status.CONTRIBUTED
     known: dict[tuple[str, str], Mark] = {}
     lines: list[RoundLine] = []
-    for id_, number, status, reason, contributors, metrics, timings, excluded, start, end in rounds:
+    for (
+        id_,
+        number,
+        status,
+        reason,
+        contributors,
+        metrics,
+        timings,
+        excluded,
+        start,
+        end,
+        _g,
+    ) in rounds:
         round_parts = parts.get(id_, {})
         left_out = _left_out(excluded)
         marks = []

@@ -306,3 +306,37 @@ def test_verify_bundle_fails_each_tampered_part(trained, tmp_path, part):
         call_command("verify_bundle", str(path))
     assert failed.value.returncode == 1
     assert problem in str(failed.value)
+
+
+def test_a_researcher_reads_the_verdict_and_the_card_and_the_admin_releases(trained, client):
+    final = trained.models.get(round_number=4)
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(final)
+    slug, n = trained.problem.slug, trained.number
+    client.force_login(User.objects.get(username=RESEARCHER))
+    run_page = client.get(f"/problems/{slug}/runs/{n}/").content.decode()
+    assert "Certified: ROC AUC" in run_page and "held-out rows at National Data Science" in run_page
+    model_page = client.get(f"/problems/{slug}/runs/{n}/models/4/").content.decode()
+    assert "Ask the validators to score this model" in model_page
+    assert "Release this model" not in model_page  # the proposer's admin releases
+    card = client.get(f"/problems/{slug}/runs/{n}/models/4/card.json").json()
+    assert card["model_details"]["sha256"] == final.sha256
+    markdown = client.get(f"/problems/{slug}/runs/{n}/models/4/card.md")
+    assert markdown["Content-Type"].startswith("text/markdown")
+    assert client.get(f"/problems/{slug}/runs/{n}/models/4/card.pdf").status_code == 404
+    bundle = client.get(f"/problems/{slug}/runs/{n}/models/4/bundle.zip")
+    assert bundle.status_code == 200 and bundle["Content-Type"] == "application/zip"
+    assert client.get(f"/problems/{slug}/runs/{n}/models/4/release/").status_code == 403
+
+    client.force_login(User.objects.get(username=PROPOSER_ADMIN))
+    page = client.get(f"/problems/{slug}/runs/{n}/models/4/release/").content.decode()
+    assert "The terms of agreement version 1 govern it" in page
+    response = client.post(f"/problems/{slug}/runs/{n}/models/4/release/", {"note": "v1"})
+    assert response.status_code == 302
+    assert Release.objects.get().model == final
+    validator_steward = User.objects.get(username=f"{UNIVERSITY}-steward")
+    client.force_login(validator_steward)
+    evaluation_page = client.get(f"/problems/{slug}/runs/{n}/models/4/").content.decode()
+    assert "Held-out validation" in evaluation_page and "Scored" in evaluation_page
