@@ -45,7 +45,9 @@ class TrainingTotals:
     runs_launched: int
     runs_completed: int
     rounds_completed: int
-    models_produced: int
+    models_produced: int  # final models of succeeded runs
+    models_certified: int
+    models_released: int
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def problem_figures_by_stage() -> list[Figure]:
 
 
 def training_totals() -> TrainingTotals:
-    """Runs, rounds and models over the whole alliance, in three counting queries."""
+    """Runs, rounds and models over the whole alliance, in four counting queries."""
     runs = TrainingRun.objects.aggregate(
         launched=Count("id"),
         completed=Count("id", filter=Q(status=TrainingRun.Status.SUCCEEDED)),
@@ -102,8 +104,12 @@ def training_totals() -> TrainingTotals:
         runs_launched=runs["launched"],
         runs_completed=runs["completed"],
         rounds_completed=Round.objects.filter(status=Round.Status.SUCCEEDED).count(),
-        # Round 0 is the initial model every run starts from; only trained ones count.
-        models_produced=ModelVersion.objects.filter(round_number__gt=0).count(),
+        # A run produces one model: its final one; every round's is a step towards it.
+        models_produced=runs["completed"],
+        **ModelVersion.objects.aggregate(
+            models_certified=Count("id", filter=Q(certification__certified=True)),
+            models_released=Count("id", filter=Q(release__isnull=False)),
+        ),
     )
 
 

@@ -171,8 +171,9 @@ def test_home_shows_public_figures_to_visitors(client, ready):
     assert "2 problems" in page
     assert "1 training run completed" in page
     assert "3 federated rounds completed" in page
-    assert "3 models produced" in page
-    assert "Data ready 1" in page and "Proposed 1" in page
+    assert "1 model produced" in page  # the run's final model; its rounds' are steps to it
+    assert "0 models certified" in page and "0 models released" in page
+    assert "Training 1" in page and "Proposed 1" in page
     assert "Medicine 3" in page
     # Counts only: no title of any problem, let alone an invitation-only one.
     assert "Confidential fraud signals" not in page
@@ -199,6 +200,7 @@ def test_dashboard_sends_visitors_to_log_in(client):
 def test_dashboard_shows_the_alliance_to_a_member(client, ready):
     run = launch(ready)
     add_rounds([run], 4)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
     client.force_login(ready.b.steward)
     response = client.get(reverse("dashboard"))
     page = text(response)
@@ -215,7 +217,8 @@ def test_dashboard_shows_the_alliance_to_a_member(client, ready):
     assert len(data["labels"]) == 12
     assert '<details class="figures">' in page
     # The latest models link to their run's page.
-    assert "4 models produced by federated rounds in the alliance." in flat
+    assert "1 final model of a completed run in the alliance." in flat
+    assert "Certified: 0; released: 0." in flat
     assert reverse("run", args=[SLUG, run.number]) in page
     # Recent activity: events the steward may read, and the way to the whole trail.
     assert "run.launched" in page or "agreement.approved" in page
@@ -225,12 +228,13 @@ def test_dashboard_shows_the_alliance_to_a_member(client, ready):
 def test_dashboard_hides_models_of_problems_the_member_may_not_see(client, ready):
     run = launch(ready)
     add_rounds([run], 2)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.SUCCEEDED)
     Problem.objects.filter(pk=ready.problem.pk).update(visibility=Problem.Visibility.INVITATION)
     outsider = make_site("outside-bank", "Outside Bank")
     client.force_login(outsider.researcher)
     page = squash(text(client.get(reverse("dashboard"))))
     # The alliance-wide count stays; which problem produced the models does not show.
-    assert "2 models produced by federated rounds in the alliance." in page
+    assert "1 final model of a completed run in the alliance." in page
     assert "Tumour malignancy" not in page
     assert "No model you may see has been produced yet." in page
     client.force_login(ready.a.viewer)
@@ -345,5 +349,5 @@ def test_query_count_does_not_grow_with_the_data(client, ready, url_name, who):
     large = count_queries(client, url)
     assert small == large, f"{url}: {small} queries with little data, {large} with more"
     figures = {"home": "510 federated rounds completed", "admin:index": "26 failed runs"}
-    expected = figures.get(url_name, "510 models produced by federated rounds")
+    expected = figures.get(url_name, "26 final models of completed runs in the alliance")
     assert expected in squash(text(client.get(url)))

@@ -72,6 +72,11 @@ def third_dataset(scenario: Scenario) -> Dataset:
     )
 
 
+def own_figures(n: int, closed: int) -> dict[str, float]:
+    """The figures of the model after round ``n`` (0: the initial model), as the sites score it."""
+    return {"accuracy": 0.5 + n / (4 * closed), "loss": 1.0 / max(n, 0.5)}
+
+
 def seed(scenario: Scenario, run: TrainingRun, closed: int, *, open_round: bool = True) -> None:
     """``closed`` succeeded rounds of three sites, then (optionally) one still training.
 
@@ -97,6 +102,8 @@ def seed(scenario: Scenario, run: TrainingRun, closed: int, *, open_round: bool 
                 closed_at=began + datetime.timedelta(seconds=2),
                 contributors=3 - (n % 7 == 0) - (n % 5 == 0),
                 metrics={"accuracy": 0.5 + n / (4 * closed), "loss": 1.0 / n},
+                # The model the round started from: the previous round's, as scored by the sites.
+                global_metrics=own_figures(n - 1, closed),
                 timings=TIMINGS,
                 excluded=[{"institution": "late", "name": "Late Clinic", "reason": "Left."}]
                 if n % 10 == 0
@@ -150,6 +157,7 @@ def seed(scenario: Scenario, run: TrainingRun, closed: int, *, open_round: bool 
             file=f"models/run{run.pk}-{n}.npy",
             sha256=f"{run.pk:08x}{n:056x}",
             size=288,
+            metrics=own_figures(n, closed),
         )
         for n in range(1, closed + 1)  # the launch stored the initial model
     )
@@ -204,15 +212,17 @@ def test_curves_have_one_point_per_completed_round_and_a_line_per_site(client, r
     accuracy = chart(page, "run-chart-accuracy")
     assert accuracy["type"] == "line"
     assert accuracy["labels"] == [str(n) for n in range(1, 13)]  # not the round still training
-    assert (accuracy["y_min"], accuracy["y_max"]) == (0, 1)
+    assert (accuracy["y_min"], accuracy["y_max"]) == (None, None)  # the axis follows the data
     by_label = {d["label"]: d["data"] for d in accuracy["datasets"]}
-    assert by_label["All sites (weighted)"][-1] == pytest.approx(0.75)
+    # Round 12 started from the model after round 11, as the sites scored it.
+    assert by_label["Global model the round started from"][-1] == pytest.approx(0.5 + 11 / 48)
+    assert by_label["Local updates (weighted)"][-1] == pytest.approx(0.75)
     assert by_label["North Hospital"] == [0.6] * 12
     # Harbour's update was rejected in round 7: no point for it there.
     assert by_label["Harbour Hospital"][6] is None
     assert all(len(data) == 12 for data in by_label.values())
     loss = chart(page, "run-chart-loss")
-    assert loss["datasets"][0]["data"][1] == pytest.approx(0.5)
+    assert loss["datasets"][1]["data"][1] == pytest.approx(0.5)
     assert '<canvas data-chart="run-chart-accuracy" role="img" aria-label="' in page
     assert "js/charts.js" in page and "vendor/chartjs/chart.umd.min.js" in page
     # The figures are in a table too.
@@ -226,7 +236,7 @@ def test_the_final_metric_is_headlined_when_the_run_succeeded(client, ready):
     page = text(client.get(url("run", SLUG, run.number)))
     headline = re.search(r'<li id="run-headline">(.*?)</li>', page, re.S).group(1)
     assert '<span class="figure">0.7500</span>' in headline
-    assert "Accuracy of the final model" in headline
+    assert "Accuracy of the final model, on the contributors" in headline
     assert "8 / 8" in page
     assert 'data-finished="true"' in page
 
@@ -422,6 +432,7 @@ def close_open_round(run: TrainingRun, number: int) -> None:
         closed_at=timezone.now(),
         contributors=3,
         metrics={"accuracy": 0.9876, "loss": 0.1},
+        global_metrics={"accuracy": 0.9123, "loss": 0.2},
         timings=TIMINGS,
     )
     SiteRound.objects.filter(round__run=run, round__number=number).update(
@@ -439,14 +450,16 @@ def test_a_round_that_closes_shows_on_the_next_request(client, ready):
     page = text(client.get(url("run", SLUG, run.number)))
     accuracy = chart(page, "run-chart-accuracy")
     assert accuracy["labels"] == [str(n) for n in range(1, 8)]
-    assert accuracy["datasets"][0]["data"][-1] == pytest.approx(0.9876)
-    assert {d["label"]: d["data"][-1] for d in accuracy["datasets"][1:]} == {
+    assert accuracy["datasets"][0]["data"][-1] == pytest.approx(0.9123)
+    assert accuracy["datasets"][1]["data"][-1] == pytest.approx(0.9876)
+    assert {d["label"]: d["data"][-1] for d in accuracy["datasets"][2:]} == {
         "Data University": 0.8,
         "Harbour Hospital": 0.8,
         "North Hospital": 0.8,
     }
     assert len(chart(page, "run-chart-timings")["labels"]) == 7
-    assert '<span class="figure">0.9876</span>' in page  # the headline
+    # The headline: the global model the latest round started from, as the sites scored it.
+    assert '<span class="figure">0.9123</span>' in page
     assert '<td class="site-contributed">' in re.search(
         r'<tr id="round-7">(.*?)</tr>', page, re.S
     ).group(1)
@@ -458,7 +471,9 @@ def test_the_cached_rounds_are_those_of_this_very_run(client, ready):
     seed(ready, run, 8, open_round=False)
     client.force_login(ready.a.researcher)
     assert chart(text(client.get(url("run", SLUG, run.number))), "run-chart-accuracy")
-    Round.objects.filter(run=run, number=8).update(metrics={"accuracy": 0.1234, "loss": 2.0})
+    Round.objects.filter(run=run, number=8).update(
+        global_metrics={"accuracy": 0.1234, "loss": 2.0}
+    )
     TrainingRun.objects.filter(pk=run.pk).update(
         created_at=run.created_at + datetime.timedelta(seconds=1)
     )
