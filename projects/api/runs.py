@@ -7,7 +7,8 @@ services decide who may launch and cancel, the run's agreement who may download.
 
 from typing import Any
 
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
@@ -21,11 +22,23 @@ from rest_framework.reverse import reverse
 from portal.common.errors import ApplicationError
 from projects.api.serializers import NamedChoiceField, model_family_field
 from projects.downloads import model_file_response
-from projects.models import ModelVersion, Round, SiteRound, Strategy, TrainingRun
+from projects.models import (
+    Certification,
+    Evaluation,
+    ModelVersion,
+    Release,
+    Round,
+    SiteRound,
+    Strategy,
+    TrainingRun,
+)
 from projects.permissions import access_problem, download_refusal, may_download
 from projects.selectors import problem_run, runs_with_progress
+from projects.services.model_card import model_card
+from projects.services.release import may_release, model_release
 from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
 from projects.services.sites import launch_warnings
+from projects.services.verification import validation_request
 
 # --- Serializers ----------------------------------------------------------------------------------
 
@@ -475,3 +488,160 @@ class RunViewSet(viewsets.GenericViewSet):
         """Download a model version's parameters, if the run's agreement lets you."""
         problem = access_problem(request.user, slug)
         return model_file_response(request.user, problem_run(problem, number), round_number)
+
+
+# --- Verify and release ---------------------------------------------------------------------------
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    """One site's scoring of a model version on its own data."""
+
+    institution = serializers.SlugField(source="institution.slug")
+    kind = NamedChoiceField(enum_name="EvaluationKind", choices=Evaluation.Kind.choices)
+    status = NamedChoiceField(enum_name="EvaluationStatus", choices=Evaluation.Status.choices)
+    metrics = serializers.DictField(child=serializers.FloatField())
+
+    class Meta:
+        model = Evaluation
+        fields = [
+            "institution",
+            "kind",
+            "status",
+            "metrics",
+            "rows",
+            "reason_code",
+            "reason",
+            "requested_at",
+            "deadline_at",
+            "answered_at",
+        ]
+        read_only_fields = fields
+
+
+class CertificationSerializer(serializers.ModelSerializer):
+    figures = serializers.DictField(
+        help_text=gettext_lazy("Each validator's figure, rows, gap to the threshold and verdict.")
+    )
+    reasons = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Certification
+        fields = [
+            "certified",
+            "revision",
+            "metric",
+            "threshold",
+            "lower_is_better",
+            "figures",
+            "reasons",
+            "decided_at",
+        ]
+        read_only_fields = fields
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    released_by = serializers.CharField(source="released_by.get_username")
+    agreement_version = serializers.IntegerField(source="agreement.number")
+
+    class Meta:
+        model = Release
+        fields = ["released_by", "released_at", "agreement_version", "terms_sha256", "note"]
+        read_only_fields = fields
+
+
+class ModelDetailSerializer(serializers.Serializer):
+    """A model version: its own figures, where it was scored, its verdict and release."""
+
+    round_number = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    metrics = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text=gettext_lazy("Its own figures, on the contributors' validation rows."),
+    )
+    evaluated_rows = serializers.IntegerField(allow_null=True)
+    evaluations = EvaluationSerializer(many=True)
+    certification = CertificationSerializer(allow_null=True)
+    release = ReleaseSerializer(allow_null=True)
+
+
+class ReleaseRequestSerializer(serializers.Serializer):
+    note = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+
+
+def _model_detail(model: ModelVersion) -> dict[str, Any]:
+    return ModelDetailSerializer(
+        {
+            "round_number": model.round_number,
+            "sha256": model.sha256,
+            "metrics": model.metrics,
+            "evaluated_rows": model.evaluated_rows,
+            "evaluations": list(
+                model.evaluations.select_related("institution").order_by(
+                    "kind", "institution__slug"
+                )
+            ),
+            "certification": Certification.objects.filter(model=model).first(),
+            "release": Release.objects.filter(model=model)
+            .select_related("released_by", "agreement")
+            .first(),
+        }
+    ).data
+
+
+class ModelViewSet(viewsets.GenericViewSet):
+    """A run's model versions: verify (validators score them) and release (certified ones)."""
+
+    serializer_class = ModelDetailSerializer
+
+    def _model(self, request: Request, slug: str, number: int, round_number: int) -> ModelVersion:
+        run = problem_run(access_problem(request.user, slug), number)
+        model = run.models.filter(round_number=round_number).first()
+        if model is None:
+            raise Http404(
+                _("Run %(n)s has no model after round %(r)s.") % {"n": number, "r": round_number}
+            )
+        model.run = run
+        return model
+
+    @extend_schema(
+        parameters=[SLUG, RUN, ROUND],
+        responses=ModelDetailSerializer,
+        operation_id="problems_runs_model_detail",
+    )
+    def retrieve(self, request: Request, slug: str, number: int, round_number: int) -> Response:
+        """A model version's own figures, each site's scoring of it, its verdict and release."""
+        return Response(_model_detail(self._model(request, slug, number, round_number)))
+
+    @extend_schema(
+        parameters=[SLUG, RUN, ROUND],
+        request=None,
+        responses={
+            202: ModelDetailSerializer,
+            400: OpenApiResponse(description="No validator can."),
+        },
+    )
+    def validate(self, request: Request, slug: str, number: int, round_number: int) -> Response:
+        """Ask every validator to score this version on its held-out data (anyone taking part)."""
+        model = self._model(request, slug, number, round_number)
+        validation_request(actor=request.user, model=model)
+        return Response(_model_detail(model), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[SLUG, RUN, ROUND],
+        request=ReleaseRequestSerializer,
+        responses={201: ModelDetailSerializer, 400: OpenApiResponse(description="Not certified.")},
+    )
+    def release(self, request: Request, slug: str, number: int, round_number: int) -> Response:
+        """Release a certified version (the proposing institution's admins)."""
+        model = self._model(request, slug, number, round_number)
+        if not may_release(request.user, model):
+            raise PermissionDenied(_("Only the proposing institution's admins release a model."))
+        data = ReleaseRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model_release(actor=request.user, model=model, note=data.validated_data["note"])
+        return Response(_model_detail(model), status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[SLUG, RUN, ROUND], responses=OpenApiTypes.OBJECT)
+    def card(self, request: Request, slug: str, number: int, round_number: int) -> Response:
+        """The model card, generated from the records (fl-portal/model-card/v1)."""
+        return Response(model_card(self._model(request, slug, number, round_number)))

@@ -156,4 +156,24 @@ urlpatterns = [
         runs.as_view({"get": "download"}),
         name="run-model-download",
     ),
+    path(
+        f"{P}runs/<int:number>/models/<int:round_number>/",
+        run_api.ModelViewSet.as_view({"get": "retrieve"}),
+        name="run-model-detail",
+    ),
+    path(
+        f"{P}runs/<int:number>/models/<int:round_number>/validate/",
+        run_api.ModelViewSet.as_view({"post": "validate"}),
+        name="run-model-validate",
+    ),
+    path(
+        f"{P}runs/<int:number>/models/<int:round_number>/release/",
+        run_api.ModelViewSet.as_view({"post": "release"}),
+        name="run-model-release",
+    ),
+    path(
+        f"{P}runs/<int:number>/models/<int:round_number>/card/",
+        run_api.ModelViewSet.as_view({"get": "card"}),
+        name="run-model-card",
+    ),
 ]

@@ -471,9 +471,7 @@ def test_the_cached_rounds_are_those_of_this_very_run(client, ready):
     seed(ready, run, 8, open_round=False)
     client.force_login(ready.a.researcher)
     assert chart(text(client.get(url("run", SLUG, run.number))), "run-chart-accuracy")
-    Round.objects.filter(run=run, number=8).update(
-        global_metrics={"accuracy": 0.1234, "loss": 2.0}
-    )
+    Round.objects.filter(run=run, number=8).update(global_metrics={"accuracy": 0.1234, "loss": 2.0})
     TrainingRun.objects.filter(pk=run.pk).update(
         created_at=run.created_at + datetime.timedelta(seconds=1)
     )

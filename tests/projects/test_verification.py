@@ -340,3 +340,31 @@ def test_a_researcher_reads_the_verdict_and_the_card_and_the_admin_releases(trai
     client.force_login(validator_steward)
     evaluation_page = client.get(f"/problems/{slug}/runs/{n}/models/4/").content.decode()
     assert "Held-out validation" in evaluation_page and "Scored" in evaluation_page
+
+
+def test_the_api_asks_the_validators_and_releases(trained, api_as):
+    slug, n = trained.problem.slug, trained.number
+    base = f"/api/v1/problems/{slug}/runs/{n}/models/4/"
+    researcher = User.objects.get(username=RESEARCHER)
+    detail = api_as(researcher).get(base).json()
+    assert [e["kind"] for e in detail["evaluations"]] == ["evaluate"] * 3 + ["validate"]
+    assert (
+        api_as(User.objects.get(username="metro-taipei-viewer"))
+        .post(f"{base}validate/")
+        .status_code
+        == 403
+    )
+    assert api_as(researcher).post(f"{base}validate/").status_code == 400  # already scoring
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(trained.models.get(round_number=4))
+    assert api_as(researcher).get(base).json()["certification"]["certified"] is True
+    assert api_as(researcher).post(f"{base}release/", {}).status_code == 403
+    admin = User.objects.get(username=PROPOSER_ADMIN)
+    response = api_as(admin).post(f"{base}release/", {"note": "v1"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["release"]["agreement_version"] == trained.agreement.number
+    assert api_as(admin).post(f"{base}release/", {}, format="json").status_code == 409
+    card = api_as(researcher).get(f"{base}card/").json()
+    assert card["release"]["terms_sha256"] == trained.agreement.terms_sha256
