@@ -42,7 +42,7 @@ from alliance.models import Institution
 from alliance.services.notifications import notifications_muted
 from projects import services
 from projects.federation import signing
-from projects.models import AgreementVersion, Participation, Problem
+from projects.models import AgreementVersion, Participation, Problem, TrainingRun
 from projects.schema import describe_csv
 from projects.services.agreements import awaiting_approval
 from projects.services.problems import awaiting_ratification
@@ -697,8 +697,39 @@ def seed_site_keys(sites_dir: Path) -> list[str]:
     return created
 
 
-def seed_projects(*, var_dir: Path) -> list[Problem]:
-    """Write the sites' files and keys and build the demo problems; return them, medical first."""
+def seed_first_run() -> TrainingRun | None:
+    """The breast-cancer problem's first run, trained, certified and released, so that a
+    newcomer sees every stage: played in this process by the coordinator's services and the
+    sites' own code on their own folders and keys (only the broker is left out)."""
+    from projects.services.release import model_release
+    from projects.services.runs import LaunchConfig
+    from projects.services.runs.local import run_in_this_process
+
+    problem = Problem.objects.get(slug=BREAST_CANCER)
+    if problem.runs.exists():
+        return None
+    with transaction.atomic():
+        run = run_in_this_process(
+            actor=_person(HARBOUR, "researcher"),
+            problem=problem,
+            config=LaunchConfig(rounds=10),
+        )
+        final = run.models.get(round_number=run.rounds)
+        certification = getattr(final, "certification", None)
+        if certification is not None and certification.certified:
+            model_release(
+                actor=_person(HARBOUR, "admin"),
+                model=final,
+                note="The demo's first certified model, released to the participants.",
+            )
+    return run
+
+
+def seed_projects(*, var_dir: Path, with_run: bool = True) -> list[Problem]:
+    """Write the sites' files and keys and build the demo problems; return them, medical first.
+
+    ``with_run``: also train, certify and release the breast-cancer problem's first run.
+    """
     sites_dir = Path(var_dir) / "sites"
     breast_cancer = write_breast_cancer_files(sites_dir)
     spindle = write_spindle_files(sites_dir)
@@ -707,6 +738,8 @@ def seed_projects(*, var_dir: Path) -> list[Problem]:
         _once(BREAST_CANCER, lambda: _breast_cancer(breast_cancer))
         _once(SPINDLE, lambda: _spindle(spindle))
         _once(CROWDING, _crowding)
+        if with_run:
+            seed_first_run()
     by_slug = {
         p.slug: p
         for p in Problem.objects.filter(slug__in=[BREAST_CANCER, SPINDLE, CROWDING])

@@ -27,7 +27,7 @@ def seed_medical(var_dir: Path) -> Problem:
     settings.VAR_DIR = var_dir
     settings.SITE_DATA_ROOT = var_dir / "sites"
     settings.MEDIA_ROOT = var_dir / "media"
-    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", "--without-run", stdout=io.StringIO())
     return Problem.objects.get(slug=BREAST_CANCER)
 
 

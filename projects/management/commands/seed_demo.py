@@ -15,7 +15,14 @@ class Command(BaseCommand):
         "Idempotent: a second run changes nothing."
     )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--without-run",
+            action="store_true",
+            help="Leave out the breast-cancer problem's first run (trained, certified, released).",
+        )
+
+    def handle(self, *args: object, without_run: bool = False, **options: object) -> None:
         call_command("seed_alliance", stdout=self.stdout, stderr=self.stderr)
-        for problem in seed_projects(var_dir=settings.VAR_DIR):
+        for problem in seed_projects(var_dir=settings.VAR_DIR, with_run=not without_run):
             self.stdout.write(summary_line(problem))

@@ -295,8 +295,11 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
 
 def send_advance(run_id: int) -> None:
     """Ask the coordinator to open the first round; the reconciler does if the broker is away."""
+    from projects.services.runs.dispatch import publishing
     from projects.tasks import run_advance_task
 
+    if not publishing():
+        return
     try:
         run_advance_task.apply_async(args=[run_id], queue="coordinator")
     except Exception:  # any broker failure: the run is queued in the database all the same

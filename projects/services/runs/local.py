@@ -1,0 +1,65 @@
+"""A run played through in this one process: the coordinator's services and the sites' own code.
+
+The demo's first run is trained this way when the demo is seeded, before any worker runs: every
+task the coordinator would publish is built and signed as usual, answered by the site code with
+each demo site's own folder and key, and received as usual. Only the broker is left out.
+"""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.test.utils import override_settings
+
+from portal.common.keys import portal_key, portal_public_text
+from projects.federation.protocol import Envelope, sha256_hex
+from projects.models import Evaluation, Problem, Round, SiteRound, TrainingRun
+from projects.services.runs.answers import update_receive
+from projects.services.runs.dispatch import in_process, seal, site_message
+from projects.services.runs.launch import LaunchConfig, run_launch
+from projects.services.runs.rounds import run_advance
+from projects.services.runs.store import model_bytes, round_start_bytes
+from projects.site.handler import handle_task
+
+
+def _answer(envelopes: list[Envelope]) -> None:
+    for envelope in envelopes:
+        reply = handle_task(envelope.to_wire(), queue=f"site.{envelope.body.site}")
+        if reply is not None:
+            update_receive(reply.to_wire())
+
+
+def _play_round(run: TrainingRun) -> bool:
+    round_ = Round.objects.filter(run=run, status=Round.Status.RUNNING).first()
+    if round_ is None:
+        return False
+    waiting = list(
+        round_.sites.select_related("institution", "dataset").filter(
+            status=SiteRound.Status.DISPATCHED
+        )
+    )
+    params = round_start_bytes(run, round_.number)
+    _answer(seal([site_message(run, round_, s, sha256_hex(params)) for s in waiting], params))
+    return True
+
+
+def _play_evaluations(run: TrainingRun) -> None:
+    from projects.services.verification import _message
+
+    for evaluation in Evaluation.objects.filter(
+        model__run=run, status=Evaluation.Status.DISPATCHED
+    ).select_related("institution", "dataset", "model__run"):
+        model = evaluation.model
+        _answer([Envelope.seal(_message(evaluation, model), portal_key(), model_bytes(model))])
+
+
+def run_in_this_process(
+    *, actor: AbstractBaseUser, problem: Problem, config: LaunchConfig
+) -> TrainingRun:
+    """Launch a run and play it to its end here, its final model scored everywhere."""
+    with in_process(), override_settings(PORTAL_PUBLIC_KEY=portal_public_text()):
+        run = run_launch(actor=actor, problem=problem, config=config)
+        run_advance(run.pk)
+        for _round in range(config.rounds + 1):
+            if not _play_round(run):
+                break
+        _play_evaluations(run)
+    run.refresh_from_db()
+    return run
