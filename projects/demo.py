@@ -697,7 +697,7 @@ def seed_site_keys(sites_dir: Path) -> list[str]:
     return created
 
 
-def seed_first_run() -> TrainingRun | None:
+def seed_first_run(sites_dir: Path) -> TrainingRun | None:
     """The breast-cancer problem's first run, trained, certified and released, so that a
     newcomer sees every stage: played in this process by the coordinator's services and the
     sites' own code on their own folders and keys (only the broker is left out)."""
@@ -713,7 +713,12 @@ def seed_first_run() -> TrainingRun | None:
             actor=_person(HARBOUR, "researcher"),
             problem=problem,
             config=LaunchConfig(rounds=10),
+            sites_dir=sites_dir,
         )
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            raise CommandError(
+                f"The demo's first run did not succeed ({run.status}): {' '.join(run.reasons)}"
+            )
         final = run.models.get(round_number=run.rounds)
         certification = getattr(final, "certification", None)
         if certification is not None and certification.certified:
@@ -739,7 +744,7 @@ def seed_projects(*, var_dir: Path, with_run: bool = True) -> list[Problem]:
         _once(SPINDLE, lambda: _spindle(spindle))
         _once(CROWDING, _crowding)
         if with_run:
-            seed_first_run()
+            seed_first_run(sites_dir)
     by_slug = {
         p.slug: p
         for p in Problem.objects.filter(slug__in=[BREAST_CANCER, SPINDLE, CROWDING])

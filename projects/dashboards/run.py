@@ -180,6 +180,14 @@ class RunDashboard:
     headline: tuple[str, float] | None
     headline_is_final: bool
     headline_rows: int | None  # the validation rows the final model's figure is measured on
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to follow: the run finished, and a succeeded run's final model is
+        scored (its figure arrives after the last round)."""
+        if not self.run.is_finished:
+            return False
+        return self.run.status != TrainingRun.Status.SUCCEEDED or self.headline is not None
     last_contributions: tuple[int, int] | None  # (contributed, sites) in the latest closed round
     elapsed: float | None
     metric_labels: list[str]

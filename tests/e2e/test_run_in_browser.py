@@ -60,10 +60,11 @@ def test_a_researcher_launches_a_run_and_watches_it_finish(page, broker_ready, t
     assert timings.get_attribute("data-points") == "4"
     points = json.loads(page.locator("script#run-chart-accuracy").text_content())
     assert points["labels"] == ["1", "2", "3", "4"]
-    final = run.round_set.get(number=4)
+    # The headline: the final model's own figure, scored at the sites after the last round.
+    final = run.models.get(round_number=4)
     headline = page.locator("#run-headline").inner_text()
-    assert "Accuracy of the final model" in headline
-    assert f"{final.metrics['accuracy']:.4f}" in headline
+    assert "ROC AUC of the final model, on the contributors" in headline
+    assert f"{final.metrics['roc_auc']:.4f}" in headline
     # Every site contributed to every round.
     assert page.locator("#round-4 td.site-contributed").count() == len(SITES)
     # Cancelling makes no sense any more: the offer went with the last round.

@@ -62,7 +62,13 @@ def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
     problems = {p.slug: p for p in Problem.objects.all()}
     assert set(problems) == {BREAST_CANCER, SPINDLE, CROWDING}
     medical, spindle, crowding = problems[BREAST_CANCER], problems[SPINDLE], problems[CROWDING]
-    assert medical.stage == Problem.Stage.DATA_READY
+    # Its first run trained, was certified on the university's held-out rows and released.
+    assert medical.stage == Problem.Stage.RELEASED
+    (run,) = medical.runs.all()
+    final = run.models.get(round_number=run.rounds)
+    assert run.status == "succeeded" and final.certification.certified
+    assert final.certification.figures[UNIVERSITY]["rows"] > 0
+    assert final.release.released_by.username == "kaohsiung-harbour-hospital-admin"
     assert (medical.current_revision, medical.ratified_revision) == (2, 2)
     assert spindle.stage == Problem.Stage.PROPOSED
     assert (spindle.current_revision, spindle.ratified_revision) == (2, 1)
@@ -113,15 +119,19 @@ def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
     assert "mlp" in amendment.model_families
     assert [a.institution.slug for a in amendment.approvals.all()] == ["hsinchu-precision-works"]
 
-    # Datasets: the hashes are the files' hashes; the held-out set stays at the university.
+    # Datasets: the hashes are the files' hashes; the held-out set stays at the university,
+    # registered by its steward for validation only.
     datasets = Dataset.objects.select_related("institution", "problem")
-    assert sorted(d.institution.slug for d in datasets if d.problem == medical) == sorted(HOSPITALS)
+    training = [d for d in datasets if d.problem == medical and d.purpose == "training"]
+    assert sorted(d.institution.slug for d in training) == sorted(HOSPITALS)
+    (held_out,) = [d for d in datasets if d.problem == medical and d.purpose == "holdout"]
+    assert held_out.institution.slug == UNIVERSITY
     assert datasets.filter(problem=spindle).count() == 2
     sizes = set()
     for dataset in datasets:
         path = tmp_path / "sites" / dataset.institution.slug / dataset.site_key
         assert dataset.sha256 == _sha256(path), path
-        if dataset.problem == medical:
+        if dataset.problem == medical and dataset.purpose == "training":
             assert dataset.personal_data and dataset.legal_basis
             assert dataset.revision == 2
             sizes.add(dataset.row_count)

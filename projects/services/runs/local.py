@@ -5,6 +5,8 @@ task the coordinator would publish is built and signed as usual, answered by the
 each demo site's own folder and key, and received as usual. Only the broker is left out.
 """
 
+from pathlib import Path
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.test.utils import override_settings
 
@@ -51,10 +53,14 @@ def _play_evaluations(run: TrainingRun) -> None:
 
 
 def run_in_this_process(
-    *, actor: AbstractBaseUser, problem: Problem, config: LaunchConfig
+    *, actor: AbstractBaseUser, problem: Problem, config: LaunchConfig, sites_dir: Path
 ) -> TrainingRun:
-    """Launch a run and play it to its end here, its final model scored everywhere."""
-    with in_process(), override_settings(PORTAL_PUBLIC_KEY=portal_public_text()):
+    """Launch a run and play it to its end here, its final model scored everywhere, each site
+    reading its own folder under ``sites_dir``."""
+    sites = override_settings(
+        PORTAL_PUBLIC_KEY=portal_public_text(), SITE_DATA_ROOT=sites_dir, SITE_DATA_DIRS={}
+    )
+    with in_process(), sites:
         run = run_launch(actor=actor, problem=problem, config=config)
         run_advance(run.pk)
         for _round in range(config.rounds + 1):
