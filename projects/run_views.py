@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from portal.common.errors import ApplicationError, error_text
 from portal.common.pages import REFUSALS, attempt
+from projects.dashboards.compare import compare_context, parse_numbers
 from projects.dashboards.run import parse_window, run_dashboard, run_page
 from projects.downloads import model_file_response
 from projects.model_views import final_verdict
@@ -321,6 +322,20 @@ def run_cancel_view(request: HttpRequest, slug: str, number: int) -> HttpRespons
         _("Run %(n)s is cancelled; answers still on their way are ignored.") % {"n": number},
     )
     return redirect(run_url(run))
+
+
+@login_required
+def run_compare(request: HttpRequest, slug: str) -> HttpResponse:
+    """Runs of a problem side by side (``?runs=1,3``; the latest finished ones by default)."""
+    problem = access_problem(request.user, slug)
+    numbers = parse_numbers(request.GET.get("runs"))
+    if request.GET.get("runs") and numbers is None:
+        messages.warning(request, _("“runs” takes run numbers, such as 1,3; here are the latest."))
+    return render(
+        request,
+        "projects/run_compare.html",
+        {"problem": problem, **compare_context(problem, numbers)},
+    )
 
 
 # --- Downloads ------------------------------------------------------------------------------------

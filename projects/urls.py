@@ -62,6 +62,7 @@ urlpatterns = [
     ),
     path("problems/<slug:slug>/runs/", run_views.run_list, name="run-list"),
     path("problems/<slug:slug>/runs/new/", run_views.run_launch_page, name="run-launch"),
+    path("problems/<slug:slug>/runs/compare/", run_views.run_compare, name="run-compare"),
     path("problems/<slug:slug>/runs/<int:number>/", run_views.run_detail, name="run"),
     path("problems/<slug:slug>/runs/<int:number>/live/", run_views.run_live, name="run-live"),
     path(

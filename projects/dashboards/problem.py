@@ -20,6 +20,7 @@ from projects.models import (
     AgreementApproval,
     AgreementVersion,
     Dataset,
+    ModelVersion,
     Participation,
     Problem,
     ProblemRevision,
@@ -303,9 +304,35 @@ def next_step(
         )
     if problem.stage == stage.TRAINING:
         return NextStep(
-            _("Training: follow the runs round by round."),
+            _(
+                "Next: a run's final model is scored by the validators on their held-out data; "
+                "one that meets the ratified bar is certified."
+            ),
             reverse("run-list", args=[slug]),
             _("Training runs"),
+        )
+    if problem.stage in (stage.CERTIFIED, stage.RELEASED):
+        latest = (
+            ModelVersion.objects.filter(run__problem=problem, certification__certified=True)
+            .select_related("run")
+            .order_by("-certification__decided_at")
+            .first()
+        )
+        link = (
+            reverse("model-detail", args=[slug, latest.run.number, latest.round_number])
+            if latest is not None
+            else reverse("run-list", args=[slug])
+        )
+        if problem.stage == stage.CERTIFIED:
+            return NextStep(
+                _("Next: the proposer's admin releases a certified model, with its model card."),
+                link,
+                _("The certified model"),
+            )
+        return NextStep(
+            _("Released: the model and its card are out; later runs may improve on it."),
+            link,
+            _("The latest certified model"),
         )
     return None
 

@@ -188,6 +188,7 @@ class RunDashboard:
         if not self.run.is_finished:
             return False
         return self.run.status != TrainingRun.Status.SUCCEEDED or self.headline is not None
+
     last_contributions: tuple[int, int] | None  # (contributed, sites) in the latest closed round
     elapsed: float | None
     metric_labels: list[str]

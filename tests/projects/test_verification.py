@@ -368,3 +368,21 @@ def test_the_api_asks_the_validators_and_releases(trained, api_as):
     assert api_as(admin).post(f"{base}release/", {}, format="json").status_code == 409
     card = api_as(researcher).get(f"{base}card/").json()
     assert card["release"]["terms_sha256"] == trained.agreement.terms_sha256
+
+
+def test_the_comparison_page_puts_runs_side_by_side(medical, client):
+    first, second = launch(medical, rounds=2), launch(medical, rounds=3, seed=7)
+    for run in (first, second):
+        train(run)
+        answer_evaluations(run.models.get(round_number=run.rounds))
+    client.force_login(User.objects.get(username=RESEARCHER))
+    page = client.get(f"/problems/{medical.slug}/runs/compare/").content.decode()
+    assert page.index("Run 2") < page.index("Run 1")
+    chart = json.loads(page.split('id="compare-chart" type="application/json">')[1].split("<")[0])
+    assert [d["label"] for d in chart["datasets"]] == ["Run 2", "Run 1"]
+    assert chart["labels"] == ["1", "2", "3"] and chart["datasets"][1]["data"][2] is None
+    assert "Certified" in page or "Not certified" in page
+    only = client.get(f"/problems/{medical.slug}/runs/compare/?runs=1").content.decode()
+    assert "Run 2</a>" not in only
+    bad = client.get(f"/problems/{medical.slug}/runs/compare/?runs=x", follow=True)
+    assert bad.status_code == 200 and "takes run numbers" in bad.content.decode()
