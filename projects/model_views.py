@@ -6,6 +6,7 @@ model, its card and the run's stretch of the audit chain) follows the agreement'
 scope, as the model file does.
 """
 
+import csv
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,15 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from portal.common.pages import REFUSALS, attempt, form_errors_from
-from projects.models import Certification, Evaluation, ModelVersion, Release, TrainingRun
+from projects.models import (
+    Certification,
+    Contribution,
+    ContributionStudy,
+    Evaluation,
+    ModelVersion,
+    Release,
+    TrainingRun,
+)
 from projects.permissions import access_problem, download_refusal, may_download
 from projects.selectors import problem_run
 from projects.services.bundle import bundle_bytes
@@ -136,9 +145,15 @@ def model_detail(request: HttpRequest, slug: str, number: int, round_number: int
             "model": model,
             "verdict": verdict_for(model),
             "evaluations": list(
-                model.evaluations.select_related("institution").order_by(
-                    "kind", "institution__name"
-                )
+                model.evaluations.exclude(kind=Evaluation.Kind.SCORE)
+                .select_related("institution")
+                .order_by("kind", "institution__name")
+            ),
+            "study": ContributionStudy.objects.filter(model=model).first(),
+            "contributions": list(
+                Contribution.objects.filter(study__model=model)
+                .select_related("institution")
+                .order_by("-shapley")
             ),
             "may_request": may_request_validation(request.user, run),
             "may_release": may_release(request.user, model),
@@ -229,6 +244,43 @@ def model_card_page(
             "card_json": json.dumps(card, indent=2, ensure_ascii=False),
         },
     )
+
+
+@login_required
+def model_contributions_csv(
+    request: HttpRequest, slug: str, number: int, round_number: int
+) -> HttpResponse:
+    """Each contributor's share, with the agreement's revenue-sharing terms beside it."""
+    model = _model(request, slug, number, round_number)
+    study = ContributionStudy.objects.filter(model=model).first()
+    if study is None or study.status != ContributionStudy.Status.MEASURED:
+        raise Http404(_("No share has been measured for this model."))
+    agreement = model.run.agreement
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = content_disposition_header(
+        True, f"{model.download_name.removesuffix('.npy')}-contributions.csv"
+    )
+    writer = csv.writer(response)
+    writer.writerow(
+        ["institution", "shapley", "leave_one_out", "share", "rounds", "method", "metric"]
+    )
+    for c in study.contributions.select_related("institution").order_by("-shapley"):
+        writer.writerow(
+            [
+                c.institution.slug,
+                f"{c.shapley:.6f}",
+                "" if c.leave_one_out is None else f"{c.leave_one_out:.6f}",
+                "" if c.share is None else f"{c.share:.6f}",
+                c.rounds,
+                study.method,
+                study.metric,
+            ]
+        )
+    writer.writerow([])
+    writer.writerow(["agreement_version", agreement.number])
+    writer.writerow(["terms_sha256", agreement.terms_sha256])
+    writer.writerow(["revenue_sharing", agreement.revenue_sharing or "none agreed"])
+    return response
 
 
 def model_bundle(request: HttpRequest, slug: str, number: int, round_number: int) -> HttpResponse:

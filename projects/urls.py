@@ -101,6 +101,11 @@ urlpatterns = [
         name="model-card-format",
     ),
     path(
+        "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/contributions.csv",
+        model_views.model_contributions_csv,
+        name="model-contributions",
+    ),
+    path(
         "problems/<slug:slug>/runs/<int:number>/models/<int:round_number>/bundle.zip",
         model_views.model_bundle,
         name="model-bundle",

@@ -24,6 +24,7 @@ from projects.api.serializers import NamedChoiceField, model_family_field
 from projects.downloads import model_file_response
 from projects.models import (
     Certification,
+    Contribution,
     Evaluation,
     ModelVersion,
     Release,
@@ -549,6 +550,14 @@ class ReleaseSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ContributionSerializer(serializers.Serializer):
+    institution = serializers.SlugField(source="institution.slug")
+    shapley = serializers.FloatField()
+    leave_one_out = serializers.FloatField(allow_null=True)
+    share = serializers.FloatField(allow_null=True)
+    rounds = serializers.IntegerField()
+
+
 class ModelDetailSerializer(serializers.Serializer):
     """A model version: its own figures, where it was scored, its verdict and release."""
 
@@ -562,6 +571,13 @@ class ModelDetailSerializer(serializers.Serializer):
     evaluations = EvaluationSerializer(many=True)
     certification = CertificationSerializer(allow_null=True)
     release = ReleaseSerializer(allow_null=True)
+    contributions = ContributionSerializer(
+        many=True,
+        help_text=gettext_lazy(
+            "Each contributor's share (Shapley value of its updates, with leave-one-out), once "
+            "the version is certified and the validators have scored the coalitions."
+        ),
+    )
 
 
 class ReleaseRequestSerializer(serializers.Serializer):
@@ -576,11 +592,16 @@ def _model_detail(model: ModelVersion) -> dict[str, Any]:
             "metrics": model.metrics,
             "evaluated_rows": model.evaluated_rows,
             "evaluations": list(
-                model.evaluations.select_related("institution").order_by(
-                    "kind", "institution__slug"
-                )
+                model.evaluations.exclude(kind=Evaluation.Kind.SCORE)
+                .select_related("institution")
+                .order_by("kind", "institution__slug")
             ),
             "certification": Certification.objects.filter(model=model).first(),
+            "contributions": list(
+                Contribution.objects.filter(study__model=model)
+                .select_related("institution")
+                .order_by("-shapley")
+            ),
             "release": Release.objects.filter(model=model)
             .select_related("released_by", "agreement")
             .first(),

@@ -42,8 +42,10 @@ HEARTBEAT_DOMAIN = "fl-portal/heartbeat/v1"
 
 # What a site is asked to do: train on its training rows ("train"), score a model on its
 # validation rows ("evaluate", a contributor) or on every row of its held-out file ("validate",
-# a validator).
-KINDS = ("train", "evaluate", "validate")
+# a validator), or score many candidate models there at once ("score": contribution
+# measurement).
+KINDS = ("train", "evaluate", "validate", "score")
+MAX_CANDIDATES = 4096
 TASKS = ("classification", "regression")
 # A sample count is stored in a 32-bit column: a claim at or above this cannot be a row count.
 MAX_COUNT = 2**31 - 1
@@ -325,11 +327,14 @@ class SiteMessage:
     task: RoundTask
     params_sha256: str
     max_update_bytes: int
+    # "score": the size in bytes of each candidate model, one after the other in the attachment.
+    candidates: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "domain": self.domain,
             "protocol": PROTOCOL,
+            "candidates": list(self.candidates),
             "kind": self.kind,
             "run": self.run,
             "launched": self.launched,
@@ -366,7 +371,15 @@ class SiteMessage:
             task=RoundTask.from_json(_get(body, "task")),
             params_sha256=_hex64(body, "params_sha256"),
             max_update_bytes=_int(body, "max_update_bytes", 1, MAX_COUNT),
+            candidates=_sizes(body),
         )
+
+
+def _sizes(body: Mapping[str, Any]) -> tuple[int, ...]:
+    value = body.get("candidates", [])
+    if not isinstance(value, list) or len(value) > MAX_CANDIDATES:
+        raise ProtocolError("malformed", {"field": "candidates", "problem": "not a list"})
+    return tuple(_int({"c": v}, "c", 1, MAX_COUNT) for v in value)
 
 
 @dataclass(frozen=True)
@@ -441,11 +454,14 @@ class SiteReply:
     global_metrics: Mapping[str, float] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     error: SiteError | None = None
+    # "score": each candidate model's scores, in the order the message listed them.
+    scores: tuple[Mapping[str, float], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "domain": self.domain,
             "protocol": PROTOCOL,
+            "scores": [dict(s) for s in self.scores],
             "kind": self.kind,
             "run": self.run,
             "launched": self.launched,
@@ -503,7 +519,15 @@ class SiteReply:
             global_metrics=_numbers(body, "global_metrics"),
             timings=_numbers(body, "timings"),
             error=None if error is None else SiteError.from_json(error),
+            scores=_scores(body),
         )
+
+
+def _scores(body: Mapping[str, Any]) -> tuple[dict[str, float], ...]:
+    value = body.get("scores", [])
+    if not isinstance(value, list) or len(value) > MAX_CANDIDATES:
+        raise ProtocolError("malformed", {"field": "scores", "problem": "not a list"})
+    return tuple(_numbers({"scores": item}, "scores") for item in value)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ __all__ = [
     "SiteResult",
     "evaluate_on_file",
     "evaluate_on_site",
+    "score_on_site",
     "train_on_site",
 ]
 
@@ -332,6 +333,28 @@ def evaluate_on_site(
         metrics=metrics,
         timings={"load": loaded - started, "evaluate": time.perf_counter() - loaded},
     )
+
+
+def score_on_site(
+    task: RoundTask, candidates: Sequence[Params], *, data_path: Path, expected_sha256: str
+) -> list[dict[str, float]]:
+    """Score each candidate model on every row of a validator's held-out file (read once)."""
+    family = family_for(task.family, task.family_options)
+    n_outputs = n_outputs_for(family, task.classes)
+    X, y = VERIFIED.load(Path(data_path), expected_sha256, task)
+    expected = [p.shape for p in family.init(len(task.features), n_outputs, site_rng(0, "", ""))]
+    scores = []
+    for params in candidates:
+        if [np.shape(p) for p in params] != expected:
+            raise SiteRefusal(
+                "invalid_task",
+                {"reason": "shapes"},
+                "A candidate model does not fit this model family and schema.",
+            )
+        metrics = family.evaluate([np.asarray(p, dtype=np.float64) for p in params], X, y)
+        metrics["rows"] = float(len(X))
+        scores.append(metrics)
+    return scores
 
 
 def evaluate_on_file(

@@ -17,13 +17,21 @@ from projects.models.problem import (
 )
 from projects.models.run import ModelVersion, Round, SiteRound, Strategy, TrainingRun
 from projects.models.site import SiteHeartbeat, SiteKey
-from projects.models.verification import Certification, Evaluation, Release
+from projects.models.verification import (
+    Certification,
+    Contribution,
+    ContributionStudy,
+    Evaluation,
+    Release,
+)
 
 __all__ = [
     "TERM_FIELDS",
     "AgreementApproval",
     "AgreementVersion",
     "Certification",
+    "Contribution",
+    "ContributionStudy",
     "Dataset",
     "DownloadScope",
     "Evaluation",

@@ -17,6 +17,7 @@ class Evaluation(models.Model):
     class Kind(models.TextChoices):
         VALIDATE = "validate", _("Held-out validation")
         EVALUATE = "evaluate", _("Contributor's validation rows")
+        SCORE = "score", _("Contribution measurement (held out)")
 
     class Status(models.TextChoices):
         DISPATCHED = "dispatched", _("Scoring")
@@ -147,3 +148,71 @@ class Release(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} released"
+
+
+class ContributionStudy(models.Model):
+    """How much each contributor's updates made a certified model: the plan and its outcome.
+
+    ``plan`` lists, round by round, the model the round started from and the coalitions of
+    its contributors with the SHA-256 of the model each would have produced (rebuilt from the
+    stored updates); the validators score every one of them on their held-out data.
+    """
+
+    class Status(models.TextChoices):
+        SCORING = "scoring", _("The validators are scoring the coalitions")
+        MEASURED = "measured", _("Measured")
+        NOT_MEASURED = "not_measured", _("Not measured")
+
+    model = models.OneToOneField(
+        "projects.ModelVersion",
+        on_delete=models.CASCADE,
+        related_name="contribution_study",
+        verbose_name=_("model version"),
+    )
+    method = models.CharField(_("method"), max_length=40)
+    metric = models.CharField(_("metric"), max_length=10)
+    plan = models.JSONField(_("plan"), default=dict)
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices)
+    reason = models.TextField(_("why not"), blank=True)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("contribution study")
+        verbose_name_plural = _("contribution studies")
+
+    def __str__(self) -> str:
+        return f"{self.model}: contributions ({self.status})"
+
+
+class Contribution(models.Model):
+    """One contributor's share in a certified model: its Shapley value, with leave-one-out."""
+
+    study = models.ForeignKey(
+        ContributionStudy,
+        on_delete=models.CASCADE,
+        related_name="contributions",
+        verbose_name=_("study"),
+    )
+    institution = models.ForeignKey(
+        "alliance.Institution",
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("institution"),
+    )
+    shapley = models.FloatField(_("Shapley value"))
+    leave_one_out = models.FloatField(_("leave-one-out"), null=True, blank=True)
+    share = models.FloatField(_("share of the positive total"), null=True, blank=True)
+    rounds = models.PositiveIntegerField(_("rounds contributed to"))
+
+    class Meta:
+        ordering = ["study", "-shapley"]
+        verbose_name = _("contribution")
+        verbose_name_plural = _("contributions")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "institution"], name="one_contribution_per_site"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.institution}: {self.shapley:.4f}"

@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from alliance.models import AuditEvent
 from projects.models import (
     Certification,
+    ContributionStudy,
     Dataset,
     Evaluation,
     ModelVersion,
@@ -77,6 +78,7 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
         .order_by("institution__slug")
     )
     certification = Certification.objects.filter(model=model).first()
+    study = ContributionStudy.objects.filter(model=model).first()
     release = Release.objects.filter(model=model).select_related("released_by").first()
     events = run_events(model)
     metric = revision.metric
@@ -197,6 +199,24 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "commercial_use": agreement.commercial_use,
             "revenue_sharing": agreement.revenue_sharing,
         },
+        "contributions": None
+        if study is None
+        else {
+            "status": study.status,
+            "method": study.method,
+            "metric": study.metric,
+            "reason": study.reason,
+            "shares": [
+                {
+                    "institution": c.institution.slug,
+                    "shapley": c.shapley,
+                    "leave_one_out": c.leave_one_out,
+                    "share": c.share,
+                }
+                for c in study.contributions.select_related("institution").order_by("-shapley")
+            ],
+            "revenue_sharing": agreement.revenue_sharing,
+        },
         "caveats": [str(c) for c in caveats],
         "provenance": {
             "model_sha256": model.sha256,
@@ -274,6 +294,18 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             f"- {_('Downloads')}: {r['download_scope']}; {_('revenue sharing')}: "
             f"{r['revenue_sharing'] or '-'}",
         ]
+    contributions = card.get("contributions")
+    if contributions:
+        lines += ["", f"## {_('Contributions')}"]
+        if contributions["status"] == "measured":
+            lines.append(f"- {_('Method')}: {contributions['method']} ({contributions['metric']})")
+            for share in contributions["shares"]:
+                lines.append(
+                    f"- {share['institution']}: Shapley {share['shapley']:.4f}, "
+                    f"{_('leave-one-out')} {share['leave_one_out'] if share['leave_one_out'] is None else round(share['leave_one_out'], 4)}"  # noqa: E501
+                )
+        else:
+            lines.append(f"- {contributions['reason'] or contributions['status']}")
     lines += ["", f"## {_('Caveats')}"] + [f"- {c}" for c in card["caveats"]]
     lines += [
         "",

@@ -42,6 +42,13 @@ from projects.models import (
 from projects.services.runs.dispatch import launched_text, new_nonce, publish_safely, round_task
 from projects.services.runs.store import model_bytes
 
+
+def scores_record(evaluation: Evaluation, scores: list[dict[str, float]]) -> dict[str, Any]:
+    from projects.services.contributions import scores_record as record
+
+    return record(evaluation, scores)
+
+
 logger = logging.getLogger(__name__)
 
 REQUEST_ROLES = (Role.ADMIN, Role.RESEARCHER, Role.DATA_STEWARD)
@@ -101,15 +108,21 @@ def _message(evaluation: Evaluation, model: ModelVersion) -> SiteMessage:
     )
 
 
+def evaluation_envelope(evaluation: Evaluation, model: ModelVersion) -> Envelope[SiteMessage]:
+    """The signed task of one evaluation: the model to score, or every candidate model."""
+    from portal.common.keys import portal_key
+    from projects.services.contributions import score_envelope
+
+    if evaluation.kind == Evaluation.Kind.SCORE:
+        return score_envelope(evaluation)
+    return Envelope.seal(_message(evaluation, model), portal_key(), model_bytes(model))
+
+
 def send_evaluations(evaluations: list[Evaluation], model: ModelVersion) -> bool:
     """Sign and publish the evaluations' tasks (after commit); the reconciler resends."""
-    from portal.common.keys import portal_key
-
     if not evaluations:
         return True
-    key = portal_key()
-    params = model_bytes(model)
-    return publish_safely([Envelope.seal(_message(e, model), key, params) for e in evaluations])
+    return publish_safely([evaluation_envelope(e, model) for e in evaluations])
 
 
 def _ask(
@@ -288,6 +301,18 @@ def evaluation_record(dispatch: EvaluationDispatch, reply: SiteReply) -> None:
             reason_code=reply.error.code[:32],
             reason=rejection_text(reply.error.code, dict(reply.error.detail))[:2000],
         )
+    elif reply.kind == Evaluation.Kind.SCORE:
+        evaluation = Evaluation.objects.select_related("model").get(pk=dispatch.pk)
+        try:
+            scores = scores_record(evaluation, [dict(s) for s in reply.scores])
+        except (ValueError, KeyError):
+            fields.update(
+                status=Evaluation.Status.REFUSED,
+                reason_code="malformed",
+                reason=_("The site's answer did not score every candidate model."),
+            )
+        else:
+            fields.update(status=Evaluation.Status.DONE, metrics=scores, rows=reply.sample_count)
     elif not 1 <= reply.sample_count <= dispatch.rows:
         fields.update(
             status=Evaluation.Status.REFUSED,
@@ -337,6 +362,11 @@ def _settle(model: ModelVersion, kind: str) -> None:
     if kind == Evaluation.Kind.EVALUATE:
         metrics, count = weighted([(e.metrics, e.rows or 0) for e in rows if e.metrics])
         ModelVersion.objects.filter(pk=model.pk).update(metrics=metrics, evaluated_rows=count)
+        return
+    if kind == Evaluation.Kind.SCORE:
+        from projects.services.contributions import contributions_decide
+
+        contributions_decide(model)
         return
     certification_decide(model, rows)
 
@@ -430,7 +460,9 @@ def certification_decide(model: ModelVersion, rows: list[Evaluation]) -> Certifi
         },
     )
     if certified:
+        from projects.services.contributions import contribution_study_start
         from projects.services.stages import problem_advance_stage
 
         problem_advance_stage(problem=run.problem, to="certified")
+        contribution_study_start(model, rows)
     return certification

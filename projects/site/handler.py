@@ -27,7 +27,7 @@ from projects.federation.protocol import (
     open_wire,
     sha256_hex,
 )
-from projects.federation.site import evaluate_on_site, train_on_site
+from projects.federation.site import evaluate_on_site, score_on_site, train_on_site
 from projects.site.identity import SiteIdentity, data_file, portal_public_key, site_identities
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,39 @@ def handle_task(wire: Any, *, queue: str | None = None) -> Envelope[SiteReply] |
     return reply
 
 
+def _score(
+    identity: SiteIdentity,
+    envelope: Envelope[SiteMessage],
+    path: Any,
+    head: dict,
+    timings: dict[str, float],
+    started: float,
+) -> Envelope[SiteReply]:
+    """Score every candidate model on the held-out file; raises ProtocolError when it cannot."""
+    message = envelope.body
+    limit = min(message.max_update_bytes * max(len(message.candidates), 1), 64 * 1024 * 1024)
+    blob = envelope.attachment_bytes(message.params_sha256, limit=limit)
+    if sum(message.candidates) != len(blob):
+        raise ProtocolError("invalid_task", {"field": "candidates"})
+    candidates, offset = [], 0
+    for size in message.candidates:
+        chunk = blob[offset : offset + size]
+        candidates.append(encoding.decode_params(chunk, max_bytes=message.max_update_bytes))
+        offset += size
+    scores = score_on_site(
+        message.task, candidates, data_path=path, expected_sha256=message.dataset.sha256
+    )
+    reply = SiteReply.answering(
+        message,
+        identity.kid,
+        sample_count=int(scores[0]["rows"]) if scores else 0,
+        scores=tuple(scores),
+        timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+    )
+    _log(identity, outcome="accepted", reason="", data_sha256=message.dataset.sha256, **head)
+    return Envelope.seal(reply, identity.key)
+
+
 def _answer(
     identity: SiteIdentity, envelope: Envelope[SiteMessage], head: dict, started: float
 ) -> Envelope[SiteReply]:
@@ -132,6 +165,8 @@ def _answer(
         path = data_file(identity, message.dataset.site_key)
         if path is None:
             raise ProtocolError("outside_folder", {"field": "site_key"})
+        if message.kind == "score":
+            return _score(identity, envelope, path, head, timings, started)
         blob = envelope.attachment_bytes(message.params_sha256, limit=message.max_update_bytes)
         params = encoding.decode_params(blob, max_bytes=message.max_update_bytes)
         if message.kind == "train":

@@ -72,7 +72,8 @@ REPLY = SiteReply.answering(
 
 # The bytes that get signed, pinned: a change here breaks every deployed site worker.
 MESSAGE_BYTES = (
-    b'{"dataset":{"rows":151,"sha256":"' + b"ab" * 32 + b'","site_key":"tumours.csv"},'
+    b'{"candidates":[],"dataset":{"rows":151,"sha256":"' + b"ab" * 32 + b'",'
+    b'"site_key":"tumours.csv"},'
     b'"deadline":1796274000,"domain":"fl-portal/site-task/v1","kind":"train",'
     b'"launched":"2026-12-03T05:00:00.123456+00:00","max_update_bytes":1000000,'
     b'"nonce":"00112233445566778899aabbccddeeff","params_sha256":"' + b"cd" * 32 + b'",'
@@ -83,7 +84,7 @@ MESSAGE_BYTES = (
     b'"feature_ranges":[[0.0,100.0],[0.0,10.0]],"features":["age","dose"],"label":"outcome",'
     b'"metric":"roc_auc","task":"classification"},"validation_share":0.2},"ticket":99}'
 )
-REPLY_SHA256 = "b9512f84eb55bc83ea46787f0f89d84da714a9b44a35b8aab7f5d002ac0564fb"
+REPLY_SHA256 = "205e70912edd28ec783195d6a04f6e07369dd33e8fbc2e65db461446bdedf7ab"
 
 
 def test_canonical_form_sorts_keys_and_has_no_spaces():
@@ -150,7 +151,7 @@ def _broken(path: tuple, value: object) -> dict:
         (("sample_count",), True),
         (("sample_count",), 1.5),
         (("ticket",), "99"),
-        (("round",), 0),
+        (("round",), -1),
         (("site",), "a" * 500),
         (("site",), "a\x00b"),
         (("metrics",), {"accuracy": "high"}),

@@ -82,18 +82,21 @@ def signed_reply(
 
 
 def answer_evaluations(model) -> None:
-    """Every site asked about ``model`` scores it with the real site code, and answers."""
-    from portal.common.keys import portal_key
+    """Every site asked about ``model`` scores it with the real site code, and answers; then
+    what that asks for next (a certification asks the validators to score the coalitions)."""
     from projects.models import Evaluation
     from projects.services import runs
-    from projects.services.verification import _message
+    from projects.services.verification import evaluation_envelope
 
-    for evaluation in Evaluation.objects.filter(model=model, status="dispatched").select_related(
-        "institution", "dataset"
+    while waiting := list(
+        Evaluation.objects.filter(model=model, status="dispatched").select_related(
+            "institution", "dataset", "model__run"
+        )
     ):
-        sealed = Envelope.seal(_message(evaluation, model), portal_key(), runs.model_bytes(model))
-        reply = handle_task(sealed.to_wire(), queue=f"site.{evaluation.institution.slug}")
-        runs.update_receive(reply.to_wire())
+        for evaluation in waiting:
+            sealed = evaluation_envelope(evaluation, evaluation.model)
+            reply = handle_task(sealed.to_wire(), queue=f"site.{evaluation.institution.slug}")
+            runs.update_receive(reply.to_wire())
 
 
 def train(run, rounds: int | None = None) -> None:

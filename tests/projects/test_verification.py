@@ -19,6 +19,7 @@ from projects.demo import HOLDOUT_FILE, UNIVERSITY
 from projects.federation.site import evaluate_on_file, site_rng, split
 from projects.models import (
     Certification,
+    ContributionStudy,
     Evaluation,
     Problem,
     ProblemRevision,
@@ -386,3 +387,62 @@ def test_the_comparison_page_puts_runs_side_by_side(medical, client):
     assert "Run 2</a>" not in only
     bad = client.get(f"/problems/{medical.slug}/runs/compare/?runs=x", follow=True)
     assert bad.status_code == 200 and "takes run numbers" in bad.content.decode()
+
+
+def test_each_contributors_share_of_a_certified_model(trained):
+    final = trained.models.get(round_number=4)
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(final)
+    study = ContributionStudy.objects.get(model=final)
+    assert study.status == "measured" and study.method.startswith("exact")
+    assert len(study.plan["rounds"]) == 4
+    assert all(len(r["coalitions"]) == 7 for r in study.plan["rounds"])  # 2^3 - 1 a round
+    shares = {c.institution.slug: c for c in study.contributions.all()}
+    assert set(shares) == set(SITES)
+    # Efficiency: the shares add up to the rounds' gains, as the validator scored them.
+    (scored,) = Evaluation.objects.filter(model=final, kind="score")
+    gains = 0.0
+    for r in study.plan["rounds"]:
+        everyone = next(sha for sites, sha in r["coalitions"] if len(sites) == 3)
+        gains += scored.metrics[everyone]["roc_auc"] - scored.metrics[r["start"]]["roc_auc"]
+    assert sum(c.shapley for c in shares.values()) == pytest.approx(gains, abs=1e-9)
+    assert all(c.leave_one_out is not None and c.rounds == 4 for c in shares.values())
+    # The coalition of everyone is FedAvg of the real updates: the round's own model.
+    last = study.plan["rounds"][-1]
+    assert next(sha for sites, sha in last["coalitions"] if len(sites) == 3) == final.sha256
+    event = AuditEvent.objects.get(action="model.contributions_measured")
+    assert event.payload["shapley"] == {k: round(c.shapley, 6) for k, c in sorted(shares.items())}
+    assert len(model_card(final)["contributions"]["shares"]) == 3
+
+
+def test_the_shares_are_shown_and_exported_beside_the_revenue_terms(trained, client, api_as):
+    final = trained.models.get(round_number=4)
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(final)
+    researcher = User.objects.get(username=RESEARCHER)
+    client.force_login(researcher)
+    base = f"/problems/{trained.problem.slug}/runs/{trained.number}/models/4/"
+    page = client.get(base).content.decode()
+    assert "Each contributor's share" in page and "contributions.csv" in page
+    rows = client.get(f"{base}contributions.csv").content.decode().splitlines()
+    assert rows[0].startswith("institution,shapley,leave_one_out,share")
+    assert len([r for r in rows[1:4] if r.split(",")[0] in SITES]) == 3
+    assert any(r.startswith("revenue_sharing,") for r in rows)
+    api = api_as(researcher).get(f"/api/v1{base.replace('/problems/', '/problems/', 1)}")
+    assert len(api.json()["contributions"]) == 3
+
+
+def test_no_share_is_measured_under_secure_aggregation(trained):
+    final = trained.models.get(round_number=4)
+    type(trained.agreement).objects.filter(pk=trained.agreement.pk).update(secure_aggregation=True)
+    ProblemRevision.objects.filter(problem=trained.problem, number=trained.revision).update(
+        threshold=0.5
+    )
+    answer_evaluations(final)
+    study = ContributionStudy.objects.get(model=final)
+    assert study.status == "not_measured" and "secure aggregation" in study.reason
+    assert not Evaluation.objects.filter(model=final, kind="score").exists()

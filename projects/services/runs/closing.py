@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from alliance.services.audit import audit_record
 from projects.federation import encoding, strategies
 from projects.models import ModelVersion, Round, SiteRound, TrainingRun
-from projects.services.runs.store import model_store, round_start_bytes
+from projects.services.runs.store import blob_store, model_store, round_start_bytes
 from projects.services.verification import final_evaluations, weighted
 
 
@@ -177,8 +177,11 @@ def close_round(
     model = model_store(run=run, round_number=round_.number, blob=blob, metrics={})
     if state is not None:
         run.strategy_state = encoding.to_text(encoding.encode_params(state))
+    keep = not run.agreement.secure_aggregation
     for s in contributed:
-        s.update = ""  # the aggregate is kept; the site's update has served (its hash stays)
+        if keep:  # kept by its hash for contribution measurement, out of the round's row
+            blob_store(encoding.from_text(s.update))
+        s.update = ""
     SiteRound.objects.bulk_update(sites, ["update", "timings"])
     round_.status = Round.Status.SUCCEEDED
     round_.metrics = metrics

@@ -10,14 +10,14 @@ from pathlib import Path
 from django.contrib.auth.models import AbstractBaseUser
 from django.test.utils import override_settings
 
-from portal.common.keys import portal_key, portal_public_text
+from portal.common.keys import portal_public_text
 from projects.federation.protocol import Envelope, sha256_hex
 from projects.models import Evaluation, Problem, Round, SiteRound, TrainingRun
 from projects.services.runs.answers import update_receive
 from projects.services.runs.dispatch import in_process, seal, site_message
 from projects.services.runs.launch import LaunchConfig, run_launch
 from projects.services.runs.rounds import run_advance
-from projects.services.runs.store import model_bytes, round_start_bytes
+from projects.services.runs.store import round_start_bytes
 from projects.site.handler import handle_task
 
 
@@ -43,13 +43,19 @@ def _play_round(run: TrainingRun) -> bool:
 
 
 def _play_evaluations(run: TrainingRun) -> None:
-    from projects.services.verification import _message
+    """Answer every evaluation of the run's models, and what those answers ask for next."""
+    from projects.services.verification import evaluation_envelope
 
-    for evaluation in Evaluation.objects.filter(
-        model__run=run, status=Evaluation.Status.DISPATCHED
-    ).select_related("institution", "dataset", "model__run"):
-        model = evaluation.model
-        _answer([Envelope.seal(_message(evaluation, model), portal_key(), model_bytes(model))])
+    while True:
+        waiting = list(
+            Evaluation.objects.filter(
+                model__run=run, status=Evaluation.Status.DISPATCHED
+            ).select_related("institution", "dataset", "model__run")
+        )
+        if not waiting:
+            return
+        for evaluation in waiting:
+            _answer([evaluation_envelope(evaluation, evaluation.model)])
 
 
 def run_in_this_process(

@@ -109,7 +109,7 @@ def round_deadline(run_id: int, number: int) -> None:
     with transaction.atomic():
         round_ = (
             Round.objects.select_for_update(of=("self",))
-            .select_related("run__problem", "run__institution")
+            .select_related("run__problem", "run__institution", "run__agreement")
             .filter(run_id=run_id, number=number, status=Round.Status.RUNNING)
             .order_by()
             .first()
@@ -129,7 +129,7 @@ def close_when_answered(run_id: int, number: int) -> bool:
     with transaction.atomic():
         round_ = (
             Round.objects.select_for_update(of=("self",))
-            .select_related("run__problem", "run__institution")
+            .select_related("run__problem", "run__institution", "run__agreement")
             .filter(run_id=run_id, number=number)
             .order_by()
             .first()

@@ -91,3 +91,21 @@ def round_start_bytes(run: RunKey, number: int) -> bytes:
         _MODEL_SHA.clear()
     _MODEL_SHA[key] = model.sha256
     return blob
+
+
+def blob_store(blob: bytes, folder: str = "updates") -> str:
+    """Keep ``blob`` (a site's update, a coalition's model) by its SHA-256; the SHA-256."""
+    sha = encoding.params_sha256(blob)
+    name = f"{folder}/{sha[:2]}/{sha}.npy"
+    if not default_storage.exists(name):
+        default_storage.save(name, ContentFile(blob))
+    return sha
+
+
+def blob_read(sha: str, folder: str = "updates") -> bytes:
+    """A kept blob, checked against its SHA-256."""
+    with default_storage.open(f"{folder}/{sha[:2]}/{sha}.npy", "rb") as handle:
+        blob = handle.read()
+    if encoding.params_sha256(blob) != sha:
+        raise RuntimeError(f"Stored {folder} blob {sha} does not match its SHA-256.")
+    return blob
