@@ -514,12 +514,12 @@ def _lines(
         status,
         reason,
         contributors,
-        metrics,
+        _local,
         timings,
         excluded,
         start,
         end,
-        _g,
+        started_from,
     ) in rounds:
         round_parts = parts.get(id_, {})
         left_out = _left_out(excluded)
@@ -556,7 +556,7 @@ def _lines(
                 status_label=round_statuses.get(status, status),
                 reason=reason,
                 contributors="—" if status == Round.Status.RUNNING else str(contributors),
-                metrics=[_fixed((metrics or {}).get(k), 4) for k in keys],
+                metrics=[_fixed((started_from or {}).get(k), 4) for k in keys],
                 site_metrics=site_metrics,
                 marks=marks,
                 timings=[_fixed((timings or {}).get(k), 3) for k in TIMING_LABELS],

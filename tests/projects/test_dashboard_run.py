@@ -285,7 +285,7 @@ def test_rounds_table_shows_status_contributions_and_metrics(client, ready):
     seven = re.search(r'<tr id="round-7">(.*?)</tr>', page, re.S).group(1)
     assert '<span class="badge ok">Succeeded</span>' in seven
     assert '<td class="num">2</td>' in seven  # one rejected
-    assert '<td class="num">0.7500</td>' in seven
+    assert '<td class="num">0.7143</td>' in seven  # the model round 7 started from, 0.5 + 6/28
 
 
 # --- Timings ---------------------------------------------------------------------------------
