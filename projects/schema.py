@@ -84,7 +84,7 @@ DESCRIPTION_KEYS = (
 # Every other key may be left out by a client and takes the default below. Whether the data is
 # personal is never assumed: it must be declared.
 REQUIRED_DESCRIPTION_KEYS = ("name", "site_key", "row_count", "sha256", "columns", "personal_data")
-COLUMN_KEYS = ("name", "type", "missing", "min", "max", "categories", "distinct")
+COLUMN_KEYS = ("name", "type", "missing", "min", "max", "categories", "distinct", "counts")
 REQUIRED_COLUMN_KEYS = ("name", "type", "missing")
 FEATURE_KEYS = ("name", "type", "unit", "min", "max", "categories", "required")
 
@@ -133,12 +133,16 @@ class _ColumnStats:
     # Distinct values, dropped (None) as soon as there are more than `cap` of them.
     texts: set[str] | None = field(default_factory=set)
     numbers: set[float] | None = field(default_factory=set)
+    # The label only: how many rows hold each value (the class balance a model card reports).
+    tally: Counter[str] | None = None
 
     def add(self, raw: str) -> None:
         value = raw.strip()
         if not value:
             self.missing += 1
             return
+        if self.tally is not None:
+            self.tally[value] += 1
         if self.texts is not None:
             self.texts.add(value)
             if len(self.texts) > self.cap:
@@ -169,7 +173,7 @@ class _ColumnStats:
         elif self.texts is not None:
             distinct = len(self.texts)
             categories = sorted(self.texts)
-        return {
+        described: dict[str, Any] = {
             "name": self.name,
             "type": "numeric" if self.numeric else "categorical",
             "missing": self.missing,
@@ -178,6 +182,13 @@ class _ColumnStats:
             "categories": categories,
             "distinct": distinct,
         }
+        if self.tally is not None and categories is not None:
+            # Counts per listed category (as written in the file, for a numeric label too).
+            by_text = {
+                format_number(float(k)) if self.numeric else k: v for k, v in self.tally.items()
+            }
+            described["counts"] = {c: by_text.get(c, 0) for c in categories}
+        return described
 
 
 def _parse_number(value: str) -> float | None:
@@ -305,7 +316,14 @@ def _header_columns(
             _("The label column “%(name)s” is not a column of the file (columns: %(columns)s).")
             % {"name": label, "columns": ", ".join(names)}
         )
-    return [_ColumnStats(name=column_name, cap=max_categories) for column_name in names]
+    return [
+        _ColumnStats(
+            name=column_name,
+            cap=max_categories,
+            tally=Counter() if column_name == label else None,
+        )
+        for column_name in names
+    ]
 
 
 # --- Shared field checks -----------------------------------------------------------------------
@@ -693,6 +711,21 @@ def _data_column_clean(
     distinct = column.get("distinct")
     if distinct is not None and not (_is_count(distinct) and distinct >= 0):
         errors.append(_("Column “%(name)s”: “distinct” must be a whole number ≥ 0 or null.") % ref)
+    counts = column.get("counts")
+    if counts is not None:
+        listed = set(categories) if isinstance(categories, list) else set()
+        if (
+            not isinstance(counts, dict)
+            or not all(_is_count(n) and n >= 0 for n in counts.values())
+            or not set(counts) <= listed
+        ):
+            errors.append(
+                _("Column “%(name)s”: counts must give a whole number for listed categories.") % ref
+            )
+        elif row_count is not None and sum(counts.values()) > row_count:
+            errors.append(
+                _("Column “%(name)s” counts more values than the dataset has rows.") % ref
+            )
 
     if len(errors) > problems_before:
         return None
@@ -704,6 +737,7 @@ def _data_column_clean(
         "max": float(high) if high is not None else None,
         "categories": list(categories) if categories is not None else None,
         "distinct": distinct,
+        **({"counts": dict(counts)} if counts is not None else {}),
     }
 
 

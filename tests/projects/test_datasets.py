@@ -118,6 +118,7 @@ def test_describe_dataset_output_is_accepted_verbatim(ratified, tmp_path: Path):
         "row_count": 5,
         "revision": 1,
         "personal_data": True,
+        "purpose": "training",
     }
 
 
@@ -244,7 +245,7 @@ def test_a_second_dataset_under_the_same_site_key_is_a_conflict(ratified):
     assert len(events("dataset.registered")) == 3
 
 
-@pytest.mark.parametrize("who", ["a.researcher", "a.admin", "c.steward", "b.viewer"])
+@pytest.mark.parametrize("who", ["a.researcher", "a.admin", "c.researcher", "b.viewer"])
 def test_only_stewards_of_contributors_register(ratified, who):
     site, role = who.split(".")
     with pytest.raises(PermissionDenied):
@@ -254,6 +255,23 @@ def test_only_stewards_of_contributors_register(ratified, who):
             **description(),
         )
     assert not Dataset.objects.exists()
+
+
+def test_a_validators_steward_registers_held_out_data_that_never_trains(ratified):
+    held_out = services.dataset_register(
+        actor=ratified.c.steward, problem=ratified.problem, **description("holdout.csv")
+    )
+    assert held_out.purpose == Dataset.Purpose.HOLDOUT
+    assert events("dataset.registered")[0].payload["purpose"] == "holdout"
+    ratified.register()
+    ratified.draft()
+    ratified.approve()
+    decision = services.run_policy_check(
+        problem=ratified.refresh(),
+        config=services.RunConfig(model_family="logistic_regression", min_contributors=2),
+    )
+    assert held_out not in [c.dataset for c in decision.contributors]
+    assert ratified.c.institution not in [c.institution for c in decision.contributors]
 
 
 # --- Withdrawing -------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ def test_describes_mixed_csv(tmp_path):
                 "max": 1.0,
                 "categories": ["0", "1"],
                 "distinct": 2,
+                "counts": {"0": 2, "1": 2},  # the label's class balance
             },
         ],
         "personal_data": True,
@@ -872,3 +873,22 @@ def test_every_mismatch_is_reported():
     found = mismatches(columns)
 
     assert len(found) == 5  # age missing values and type, ward and stage absent, outcome "2"
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [{"0": 3, "1": 2}, {"0": 1, "2": 1}, {"0": -1}, {"0": 1.5}, ["0", "1"]],
+    ids=["more than the rows", "an unlisted class", "negative", "not whole", "not a mapping"],
+)
+def test_a_label_class_balance_that_cannot_be_is_refused(counts):
+    description = good_description()
+    description["columns"][1]["counts"] = counts
+    with pytest.raises(ValidationError) as refused:
+        description_clean(description)
+    assert "outcome" in " ".join(refused.value.messages)
+
+
+def test_a_label_class_balance_is_kept():
+    description = good_description()
+    description["columns"][1]["counts"] = {"0": 2, "1": 2}
+    assert description_clean(description)["columns"][1]["counts"] == {"0": 2, "1": 2}
