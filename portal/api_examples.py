@@ -3,8 +3,8 @@
 Without them the docs' "Try it out" invents a body from the schema (``"additionalProp1": 0``,
 ``"min_contributors": 0``), which the API refuses. These follow one story that an integrator
 can replay on the demo alliance: Taipei North Hospital proposes a sepsis problem, invites the
-Taichung Medical Centre, registers the dataset its site described, agrees on the terms and
-launches a run. ``tests/portal/test_api_examples.py`` sends every one of them to the API and
+Taichung Medical Centre, registers its site's key and the dataset its site described, agrees
+on the terms and launches a run. ``tests/portal/test_api_examples.py`` sends every one of them to the API and
 expects success or the refusal the operation documents.
 
 ``add_request_examples`` is a drf-spectacular postprocessing hook (``SPECTACULAR_SETTINGS``):
@@ -203,6 +203,15 @@ REQUEST_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "problems_agreement_versions_revoke_create": (
         "Revoke an approval",
         {"reason": "Our board withdrew the approval for secondary use."},
+    ),
+    # --- A site's key ----------------------------------------------------------------------
+    "site_keys_create": (
+        "Register the key site_keygen printed",
+        {"public_key": "VkfDLoI/XRx4UWM82trlBheecN0ZwecRCueeJENXRoI=", "label": "fl-worker-01"},
+    ),
+    "site_keys_revoke_create": (
+        "Revoke a key that may have leaked",
+        {"reason": "The worker's disk was replaced; a new key is registered."},
     ),
     # --- Training ------------------------------------------------------------------------------
     "problems_policy_check_create": (

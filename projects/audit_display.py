@@ -14,6 +14,7 @@ COORDINATOR_ACTIONS = (
     "round.closed",
     "round.failed",
     "round.update_rejected",
+    "round.forged_answers_dropped",
     "run.refused",
     "run.failed",
     "run.succeeded",
@@ -58,6 +59,10 @@ def register() -> None:
             "round.closed": _("Round closed"),
             "round.failed": _("Round failed"),
             "round.update_rejected": _("A site's update rejected"),
+            "round.forged_answers_dropped": _("Forged answers dropped"),
+            "site_key.registered": _("Site key registered"),
+            "site_key.retired": _("Site key retired"),
+            "site_key.revoked": _("Site key revoked"),
         },
         coordinator=COORDINATOR_ACTIONS,
     )

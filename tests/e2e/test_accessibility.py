@@ -41,7 +41,7 @@ def test_main_pages_have_no_critical_or_serious_accessibility_violation(
     page, monkeypatch, mailbox_settings
 ):
     scenario = build_scenario().ready()
-    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)  # read here, never trained
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)  # read here, never trained
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=6)
     )

@@ -22,7 +22,7 @@ def _a_run_with_rounds(monkeypatch) -> TrainingRun:
     """A launched run and two closed rounds, as audit events: no worker needed to read them."""
     scenario = build_scenario().ready()
     # The run is only read here; nobody should start training it.
-    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=2)
     )

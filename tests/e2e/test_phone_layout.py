@@ -19,7 +19,7 @@ PHONE = {"width": 390, "height": 844}
 
 def test_dashboards_fit_a_phone(page, monkeypatch):
     scenario = build_scenario().ready()
-    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)  # read here, never trained
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)  # read here, never trained
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=40)
     )

@@ -20,12 +20,15 @@ from alliance import services as alliance_services
 from alliance.models import Role
 from portal.api_examples import REQUEST_EXAMPLES, SEPSIS_FEATURES
 from projects import services
+from projects.services import sites
 from projects.models import Problem
 from tests.factories import ApplicationFactory, InstitutionFactory, StaffFactory, member
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "alliance-demo"  # the demo's, which the token example uses
+SITE_KEY = "4YQkOfkY0YnyQ+sF2KEBqJTF2QpTBD+t0hac8rWSSmw="  # the worker's key before the example's
+HARBOUR_KEY = "aD7reSCXHvSBcUS1/TRIiA8vaFNnEXqZDomiejN1iGk="  # a contributor without a key is left out of runs
 
 
 @dataclass
@@ -113,6 +116,8 @@ def story() -> Story:
     alliance_services.institution_suspend(
         actor=people["staff"], institution=places["museum"], reason="Certificate expired."
     )
+    key = sites.site_key_register(actor=people["north-admin"], public_key=SITE_KEY)
+    sites.site_key_register(actor=people["harbour-admin"], public_key=HARBOUR_KEY)
     return Story(
         people=people,
         ids={
@@ -124,6 +129,7 @@ def story() -> Story:
             "metro": slugs["metro"],
             "viewer": viewer.membership.pk,
             "dataset": problem.datasets.get(site_key="north.csv").pk,
+            "key": key.fingerprint,
         },
     )
 
@@ -182,6 +188,8 @@ PLANS: dict[str, Plan] = {
         lambda i: {"slug": i["sepsis"], "number": 1},
         200,
     ),
+    "site_keys_create": ("north-admin", lambda i: {}, 201),
+    "site_keys_revoke_create": ("north-admin", lambda i: {"fingerprint": i["key"]}, 200),
     "problems_policy_check_create": ("north-researcher", lambda i: {"slug": i["sepsis"]}, 200),
     "problems_runs_create": ("north-researcher", lambda i: {"slug": i["sepsis"]}, 201),
 }
