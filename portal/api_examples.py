@@ -4,8 +4,8 @@ Without them the docs' "Try it out" invents a body from the schema (``"additiona
 ``"min_contributors": 0``), which the API refuses. These follow one story that an integrator
 can replay on the demo alliance: Taipei North Hospital proposes a sepsis problem, invites the
 Taichung Medical Centre, registers its site's key and the dataset its site described, agrees
-on the terms and launches a run. ``tests/portal/test_api_examples.py`` sends every one of them to the API and
-expects success or the refusal the operation documents.
+on the terms and launches a run. ``tests/portal/test_api_examples.py`` sends every one of them
+to the API and expects success or the refusal the operation documents.
 
 ``add_request_examples`` is a drf-spectacular postprocessing hook (``SPECTACULAR_SETTINGS``):
 it puts each example on the operation's JSON body, listed first, so that the docs offer it.

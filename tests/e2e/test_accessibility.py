@@ -41,7 +41,8 @@ def test_main_pages_have_no_critical_or_serious_accessibility_violation(
     page, monkeypatch, mailbox_settings
 ):
     scenario = build_scenario().ready()
-    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)  # read here, never trained
+    # The run is only read here; nobody should start training it.
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=6)
     )

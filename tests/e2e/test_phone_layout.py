@@ -19,7 +19,8 @@ PHONE = {"width": 390, "height": 844}
 
 def test_dashboards_fit_a_phone(page, monkeypatch):
     scenario = build_scenario().ready()
-    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)  # read here, never trained
+    # The run is only read here; nobody should start training it.
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=40)
     )

@@ -20,15 +20,16 @@ from alliance import services as alliance_services
 from alliance.models import Role
 from portal.api_examples import REQUEST_EXAMPLES, SEPSIS_FEATURES
 from projects import services
-from projects.services import sites
 from projects.models import Problem
+from projects.services import sites
 from tests.factories import ApplicationFactory, InstitutionFactory, StaffFactory, member
 
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "alliance-demo"  # the demo's, which the token example uses
 SITE_KEY = "4YQkOfkY0YnyQ+sF2KEBqJTF2QpTBD+t0hac8rWSSmw="  # the worker's key before the example's
-HARBOUR_KEY = "aD7reSCXHvSBcUS1/TRIiA8vaFNnEXqZDomiejN1iGk="  # a contributor without a key is left out of runs
+# A contributor without a site key is left out of runs: the other hospital registers one too.
+HARBOUR_KEY = "aD7reSCXHvSBcUS1/TRIiA8vaFNnEXqZDomiejN1iGk="
 
 
 @dataclass
