@@ -218,6 +218,10 @@ REQUEST_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
         "Would this run be allowed?",
         {"model_family": "logistic_regression", "min_contributors": 2},
     ),
+    "problems_runs_models_release_create": (
+        "Release a certified model",
+        {"note": "Released for the partners' screening pilot, as agreed by the steering group."},
+    ),
     "problems_runs_create": (
         "Ten rounds of FedAvg",
         {

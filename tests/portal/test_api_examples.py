@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 from django.db import transaction
 from django.urls import reverse
@@ -20,8 +21,9 @@ from alliance import services as alliance_services
 from alliance.models import Role
 from portal.api_examples import REQUEST_EXAMPLES, SEPSIS_FEATURES
 from projects import services
+from projects.federation.encoding import encode_params
 from projects.models import Problem
-from projects.services import sites
+from projects.services import runs, sites
 from tests.factories import ApplicationFactory, InstitutionFactory, StaffFactory, member
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +52,7 @@ def _terms(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def story() -> Story:
+def story(settings, tmp_path) -> Story:
     """The demo's institutions, a data-ready sepsis problem and what each example acts on."""
     slugs = {
         "north": "taipei-north-hospital",
@@ -119,6 +121,13 @@ def story() -> Story:
     )
     key = sites.site_key_register(actor=people["north-admin"], public_key=SITE_KEY)
     sites.site_key_register(actor=people["harbour-admin"], public_key=HARBOUR_KEY)
+    # A run with a model after its first round, not certified yet (no validator scored it).
+    settings.MEDIA_ROOT = tmp_path / "media"
+    run = runs.run_launch(
+        actor=people["north-researcher"], problem=problem, config=runs.LaunchConfig(rounds=2)
+    )
+    blob = encode_params([np.zeros((3, 1)), np.zeros(1)])
+    runs.model_store(run=run, round_number=1, blob=blob, metrics={"roc_auc": 0.8})
     return Story(
         people=people,
         ids={
@@ -131,6 +140,7 @@ def story() -> Story:
             "viewer": viewer.membership.pk,
             "dataset": problem.datasets.get(site_key="north.csv").pk,
             "key": key.fingerprint,
+            "run": run.number,
         },
     )
 
@@ -193,6 +203,12 @@ PLANS: dict[str, Plan] = {
     "site_keys_revoke_create": ("north-admin", lambda i: {"fingerprint": i["key"]}, 200),
     "problems_policy_check_create": ("north-researcher", lambda i: {"slug": i["sepsis"]}, 200),
     "problems_runs_create": ("north-researcher", lambda i: {"slug": i["sepsis"]}, 201),
+    # Release needs a certified model; the story's has not been validated: the documented refusal.
+    "problems_runs_models_release_create": (
+        "north-admin",
+        lambda i: {"slug": i["sepsis"], "number": i["run"], "round_number": 1},
+        400,
+    ),
 }
 
 
