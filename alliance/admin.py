@@ -9,13 +9,16 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -99,6 +102,100 @@ class MembershipApplicationAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("sector"), ordering="institution__sector")
     def sector(self, obj: MembershipApplication) -> str:
         return obj.institution.get_sector_display()
+
+    # --- The review page: Approve and Reject buttons instead of the read-only form's Save ---
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/approve/",
+                view(self.approve_view),
+                name="alliance_membershipapplication_approve",
+            ),
+            path(
+                "<path:object_id>/reject/",
+                view(self.reject_view),
+                name="alliance_membershipapplication_reject",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Every field is read-only: deciding is done with the buttons, which call the services.
+        hidden = ("show_save", "show_save_and_continue", "show_save_and_add_another")
+        context = {**(extra_context or {}), **dict.fromkeys(hidden, False)}
+        return super().change_view(request, object_id, form_url, context)
+
+    def _reviewed(self, request: HttpRequest, object_id: str) -> MembershipApplication:
+        application = self.get_object(request, unquote(object_id))
+        if application is None or not self.has_view_or_change_permission(request, application):
+            raise Http404(_("No such application."))
+        return application
+
+    def _review_page(self, application: MembershipApplication) -> HttpResponse:
+        return redirect(
+            reverse("admin:alliance_membershipapplication_change", args=[application.pk])
+        )
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        application = self._reviewed(request, object_id)
+        if request.method == "POST":
+            try:
+                services.application_approve(actor=request.user, application=application)
+            except (ApplicationError, PermissionDenied, ValidationError) as exc:
+                self.message_user(request, error_text(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    _(
+                        "%(name)s is admitted. %(email)s is invited to set a password and act "
+                        "as its first admin."
+                    )
+                    % {"name": application.institution.name, "email": application.contact_email},
+                    messages.SUCCESS,
+                )
+        return self._review_page(application)
+
+    def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Asks for the reason the applicant will read, then rejects."""
+        application = self._reviewed(request, object_id)
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.application_reject(
+                    actor=request.user,
+                    application=application,
+                    reason=form.cleaned_data["reason"],
+                )
+            except (ApplicationError, PermissionDenied, ValidationError) as exc:
+                self.message_user(request, error_text(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    _("The application of %(name)s is rejected; the applicant is told why.")
+                    % {"name": application.institution.name},
+                    messages.SUCCESS,
+                )
+            return self._review_page(application)
+        return TemplateResponse(
+            request,
+            "admin/alliance/membershipapplication/reject.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Reject the application of %(name)s")
+                % {"name": application.institution.name},
+                "original": application,
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # applications come from the public form or the API

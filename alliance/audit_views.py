@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from alliance import selectors, services
+from alliance.audit_display import payload_slugs
 from alliance.models import AuditEvent
 from portal.common.pages import form_error_text
 
@@ -129,7 +130,12 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         after=form.cleaned_data.get("after"),
     )
     filtered = any(form.cleaned_data.get(name) for name in FILTER_FIELDS)
-    context.update(page=page, query=form.filter_query(), filtered=filtered)
+    context.update(
+        page=page,
+        query=form.filter_query(),
+        filtered=filtered,
+        site_names=selectors.institution_names(payload_slugs(page.events)),
+    )
     return render(request, "alliance/audit_list.html", context)
 
 

@@ -234,3 +234,10 @@ def audit_event_export_rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, 
         record["actor_institution"] = record["actor_institution"] or ""
         record["subject_institution"] = record["subject_institution"] or ""
         yield record
+
+
+def institution_names(slugs: set[str]) -> dict[str, str]:
+    """The names of the institutions with these slugs (audit payloads name sites by slug)."""
+    if not slugs:
+        return {}
+    return dict(Institution.objects.filter(slug__in=slugs).values_list("slug", "name"))

@@ -14,6 +14,7 @@ urlpatterns = [
         name="member-action",
     ),
     path("staff/", views.staff_overview, name="staff-overview"),
+    path("staff/mailbox/", views.staff_mailbox, name="staff-mailbox"),
     path("audit/", audit_views.audit_list, name="audit-list"),
     path("audit/export.<str:fmt>", audit_views.audit_export, name="audit-export"),
 ]

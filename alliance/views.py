@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
@@ -17,6 +17,7 @@ from alliance import selectors, services
 from alliance.forms import ApplicationForm, InstitutionProfileForm, RoleForm
 from alliance.permissions import access_institution, access_member, membership_of, require_staff
 from portal.common.errors import ApplicationError
+from portal.common.mailbox import mailbox_enabled, mailbox_messages
 from portal.common.pages import attempt, form_errors_from
 
 User = get_user_model()
@@ -154,5 +155,15 @@ def staff_overview(request: HttpRequest) -> HttpResponse:
             "sector_counts": selectors.member_counts_by_sector(),
             "status_counts": selectors.institution_status_counts(),
             "status_rows": selectors.institution_status_rows(),
+            "mailbox": mailbox_enabled(),
         },
     )
+
+
+@login_required
+def staff_mailbox(request: HttpRequest) -> HttpResponse:
+    """The demo's sent emails, newest first (the embedded default only; see mailbox.py)."""
+    require_staff(request.user)
+    if not mailbox_enabled():
+        raise Http404(_("The demo mailbox exists on the embedded default only."))
+    return render(request, "alliance/mailbox.html", {"mails": mailbox_messages()})

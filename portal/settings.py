@@ -148,7 +148,16 @@ WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstat
 MEDIA_ROOT = VAR_DIR / "media"
 
 # --- Email --------------------------------------------------------------------------------
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# The embedded default (no EMAIL_BACKEND, not behind TLS) keeps every email in a demo mailbox
+# under var/ that staff read in the portal (portal.common.mailbox); production sends for real.
+DEMO_MAILBOX = not env.str("EMAIL_BACKEND", default="") and not env.bool(
+    "PORTAL_HTTPS", default=False
+)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="") or (
+    "portal.common.mailbox.DemoMailboxBackend"
+    if DEMO_MAILBOX
+    else "django.core.mail.backends.console.EmailBackend"
+)
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="alliance-portal@localhost")
@@ -266,6 +275,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A worked example body for every operation that takes one (portal/api_examples.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api_examples.add_request_examples",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "InstitutionStatusEnum": "alliance.models.institution.Institution.Status",
         "ApplicationStatusEnum": "alliance.models.application.MembershipApplication.Status",

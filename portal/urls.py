@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 
+from portal.common.favicon import favicon
 from portal.common.health import healthz
 
 admin.site.site_header = _("Alliance staff console")
@@ -11,6 +12,7 @@ admin.site.index_title = _("Alliance administration")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("portal.api_urls")),

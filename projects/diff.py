@@ -1,16 +1,20 @@
-"""The difference between two revisions of a problem's definition, as plain data.
+"""The difference between two revisions of a problem's definition, or between two versions of
+its data-use agreement, as plain data.
 
-Pure functions over ``ProblemRevision.definition()``: no database, no request. The revision
-page shows the result side by side and the API returns it as JSON, so both say the same thing.
-Every change that makes ``problem_revise`` write a new revision appears here, including a
-column moved to another place in the schema (``columns["reordered"]``).
+Pure functions over ``ProblemRevision.definition()`` and ``AgreementVersion.terms()``: no
+database, no request. The pages show the result side by side and the API returns it as JSON, so
+both say the same thing. Every change that makes ``problem_revise`` write a new revision
+appears here, including a column moved to another place in the schema
+(``columns["reordered"]``); every term a steward approves appears in an agreement's.
 """
 
+import difflib
+import re
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
-from projects.models import ProblemRevision
+from projects.models import AgreementVersion, ProblemRevision
 
 # The scalar parts of a definition, in the order a reader checks them.
 FIELDS = {
@@ -30,6 +34,32 @@ COLUMN_KEYS = {
 }
 
 
+# The terms of an agreement (``TERM_FIELDS``), in the order its document states them.
+TERMS = {
+    "purpose": _("purpose"),
+    "model_families": _("permitted model families"),
+    "min_contributors": _("minimum contributors per round"),
+    "secure_aggregation": _("secure aggregation required"),
+    "dp_max_epsilon": _("differential-privacy ceiling (maximum epsilon)"),
+    "download_scope": _("who may download trained models"),
+    "commercial_use": _("commercial use allowed"),
+    "revenue_sharing": _("revenue sharing"),
+    "expires_on": _("expires on"),
+    "clauses": _("further clauses"),
+}
+
+
+def changed_fields(
+    old: dict[str, Any], new: dict[str, Any], labels: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``[{field, label, old, new}]`` for every key of ``labels`` whose value differs."""
+    return [
+        {"field": name, "label": str(label), "old": old.get(name), "new": new.get(name)}
+        for name, label in labels.items()
+        if old.get(name) != new.get(name)
+    ]
+
+
 def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """What changed from definition ``old`` to ``new`` (both as ``ProblemRevision.definition``).
 
@@ -39,11 +69,7 @@ def definition_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     revisions share come in another order), ``unchanged_columns`` (names) and ``changed``
     (whether anything at all differs).
     """
-    fields = [
-        {"field": name, "label": str(label), "old": old.get(name), "new": new.get(name)}
-        for name, label in FIELDS.items()
-        if old.get(name) != new.get(name)
-    ]
+    fields = changed_fields(old, new, FIELDS)
     old_columns = {column["name"]: column for column in old.get("features") or []}
     new_columns = {column["name"]: column for column in new.get("features") or []}
     added = [column for name, column in new_columns.items() if name not in old_columns]
@@ -91,3 +117,52 @@ def revision_diff(old: ProblemRevision, new: ProblemRevision) -> dict[str, Any]:
         "change_note": new.change_note,
         **definition_diff(old.definition(), new.definition()),
     }
+
+
+def terms_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What changed from agreement terms ``old`` to ``new`` (both as ``AgreementVersion.terms``).
+
+    Returns ``fields`` (``[{field, label, old, new}]`` for every term that changed, in the
+    document's order), ``unchanged`` (the other terms' names) and ``changed``.
+    """
+    fields = changed_fields(old, new, TERMS)
+    changed = {f["field"] for f in fields}
+    return {
+        "fields": fields,
+        "unchanged": [name for name in TERMS if name not in changed],
+        "changed": bool(fields),
+    }
+
+
+def agreement_diff(old: AgreementVersion, new: AgreementVersion) -> dict[str, Any]:
+    """``terms_diff`` of two versions of one problem's agreement, with their numbers.
+
+    ``from`` and ``to`` are the version numbers; ``change_note`` is what the author of ``new``
+    wrote about it.
+    """
+    return {
+        "from": old.number,
+        "to": new.number,
+        "change_note": new.change_note,
+        **terms_diff(old.terms(), new.terms()),
+    }
+
+
+def word_changes(old: str, new: str) -> list[tuple[str, str]]:
+    """Two texts as ``(kind, text)`` pieces, word by word: ``equal``, ``delete`` or ``insert``.
+
+    Read in order, the ``equal`` and ``delete`` pieces give ``old`` and the ``equal`` and
+    ``insert`` pieces give ``new``; whitespace stays with the word before it.
+    """
+    before, after = re.findall(r"\S+\s*|\s+", old), re.findall(r"\S+\s*|\s+", new)
+    pieces: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            pieces.append(("equal", "".join(before[i1:i2])))
+            continue
+        if i2 > i1:
+            pieces.append(("delete", "".join(before[i1:i2])))
+        if j2 > j1:
+            pieces.append(("insert", "".join(after[j1:j2])))
+    return pieces

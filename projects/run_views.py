@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -23,6 +24,7 @@ from portal.common.pages import REFUSALS, attempt
 from projects.dashboards.compare import compare_context, parse_numbers
 from projects.dashboards.run import parse_window, run_dashboard, run_page
 from projects.downloads import model_file_response
+from projects.federation.strategies import STRATEGIES
 from projects.model_views import final_verdict
 from projects.models import (
     AgreementVersion,
@@ -39,7 +41,7 @@ from projects.permissions import (
     may_download,
 )
 from projects.selectors import problem_run
-from projects.services.runs import DEFAULTS, LaunchConfig, run_cancel, run_launch
+from projects.services.runs import DEFAULTS, LaunchConfig, limits, run_cancel, run_launch
 from projects.services.sites import launch_warnings
 
 # The one option of each strategy the form offers, by the name the engine knows it by.
@@ -48,6 +50,19 @@ STRATEGY_OPTION = {
     Strategy.TRIMMED_MEAN: "beta",
     Strategy.FEDADAM: "eta",
 }
+# What each option may be, in words (the engine checks it: federation.strategies).
+OPTION_RANGE = {
+    "mu": gettext_lazy("zero or more"),
+    "beta": gettext_lazy("at least 0 and below 0.5"),
+    "eta": gettext_lazy("more than zero"),
+}
+
+
+def _shown(number: float) -> str:
+    """A limit as people write it: 10,000 and 0.000001, not 10000 and 1e-06."""
+    if float(number).is_integer():
+        return number_format(int(number), force_grouping=True)
+    return format(number, "f").rstrip("0")
 
 
 def run_url(run: TrainingRun) -> str:
@@ -120,17 +135,14 @@ class RunLaunchForm(forms.Form):
     mu = forms.FloatField(
         label=gettext_lazy("FedProx: proximal term μ"),
         required=False,
-        help_text=gettext_lazy("Only for FedProx; empty: 0.01."),
     )
     beta = forms.FloatField(
         label=gettext_lazy("Trimmed mean: fraction trimmed from each end β"),
         required=False,
-        help_text=gettext_lazy("Only for the trimmed mean; at least 0 and below 0.5; empty: 0.1."),
     )
     eta = forms.FloatField(
         label=gettext_lazy("FedAdam: server learning rate η"),
         required=False,
-        help_text=gettext_lazy("Only for FedAdam; more than zero; empty: 0.1."),
     )
     rounds = forms.IntegerField(label=gettext_lazy("Rounds"))
     local_epochs = forms.IntegerField(
@@ -140,11 +152,7 @@ class RunLaunchForm(forms.Form):
     batch_size = forms.IntegerField(label=gettext_lazy("Batch size"))
     learning_rate = forms.FloatField(label=gettext_lazy("Learning rate"))
     min_contributors = forms.IntegerField(
-        label=gettext_lazy("Minimum contributions per round"),
-        required=False,
-        help_text=gettext_lazy(
-            "A round with fewer contributions fails the run. Empty: what the agreement requires."
-        ),
+        label=gettext_lazy("Minimum contributions per round"), required=False
     )
     round_deadline = forms.IntegerField(
         label=gettext_lazy("Round deadline (seconds)"),
@@ -161,9 +169,38 @@ class RunLaunchForm(forms.Form):
         self.fields["model_family"].choices = [
             (value, label) for value, label in ModelFamily.choices if value in permitted
         ]
-        self.fields["min_contributors"].widget.attrs["placeholder"] = str(
-            agreement.min_contributors if agreement is not None else 2
-        )
+        required = agreement.min_contributors if agreement is not None else 2
+        self.fields["min_contributors"].widget.attrs.update(placeholder=str(required), min=1)
+        self.fields["min_contributors"].help_text = _(
+            "A round with fewer contributions fails the run. At least 1; empty: what the "
+            "agreement requires (%(n)s)."
+        ) % {"n": required}
+        self._state_ranges()
+
+    def _state_ranges(self) -> None:
+        """Each number's allowed range, said up front and given to the browser as min/max.
+
+        The limits are the run service's (``limits()``); the service still checks them.
+        """
+        for name, (low, high) in limits().items():
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            field.widget.attrs.update(min=low, max=high)
+            if isinstance(field, forms.FloatField):
+                field.widget.attrs["step"] = "any"
+            stated = _("From %(low)s to %(high)s.") % {"low": _shown(low), "high": _shown(high)}
+            field.help_text = f"{stated} {field.help_text}".strip()
+        for strategy, name in STRATEGY_OPTION.items():
+            default = STRATEGIES[strategy].defaults[name]
+            self.fields[name].help_text = _(
+                "Only for %(strategy)s: %(range)s; empty: %(default)s."
+            ) % {
+                "strategy": Strategy(strategy).label,
+                "range": OPTION_RANGE[name],
+                "default": _shown(default),
+            }
+            self.fields[name].widget.attrs["step"] = "any"
 
     def config(self) -> LaunchConfig:
         """Every option the person filled in, whatever the strategy: the service decides."""
@@ -235,6 +272,7 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
         except REFUSALS as exc:
             form.add_error(None, error_text(exc))
         else:
+            # Tagged: the run page drops it once the run is over (see run_detail, run-live.js).
             messages.success(
                 request,
                 _(
@@ -242,6 +280,7 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
                     "This page follows it live."
                 )
                 % {"n": run.number},
+                extra_tags="until-finished",
             )
             for warning in warnings:
                 messages.warning(request, warning)
@@ -253,7 +292,8 @@ def run_launch_page(request: HttpRequest, slug: str) -> HttpResponse:
             "reasons": reasons,
             "warnings": warnings,
             "agreement": agreement,
-            "option_fields": [form[name] for name in ("mu", "beta", "eta")],
+            # (strategy, its option's field): the page shows only the chosen strategy's.
+            "option_fields": [(strategy, form[name]) for strategy, name in STRATEGY_OPTION.items()],
             "main_fields": [
                 form[name]
                 for name in form.fields
@@ -294,6 +334,7 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     context = _live_context(request, run, before=before, after=after)
     context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
     context["verdict"] = final_verdict(run)
+    context["run_finished"] = run.is_finished  # the launch message is over with the run
     return render(request, "projects/run_detail.html", context)
 
 

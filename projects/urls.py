@@ -46,6 +46,11 @@ urlpatterns = [
     path("problems/<slug:slug>/agreement/", views.agreement_list, name="agreement-list"),
     path("problems/<slug:slug>/agreement/new/", views.agreement_draft, name="agreement-draft"),
     path(
+        "problems/<slug:slug>/agreement/compare/",
+        views.agreement_compare,
+        name="agreement-compare",
+    ),
+    path(
         "problems/<slug:slug>/agreement/v<int:number>/",
         views.agreement_detail,
         name="agreement-detail",

@@ -30,7 +30,7 @@ from portal.common.pages import REFUSALS, attempt, form_error_text, form_errors_
 from projects import selectors, services
 from projects.context_processors import pending_items
 from projects.dashboards.problem import problem_dashboard
-from projects.diff import definition_diff
+from projects.diff import TERMS, agreement_diff, definition_diff, word_changes
 from projects.forms import (
     ROWS_PER_CLICK,
     AgreementForm,
@@ -51,6 +51,7 @@ from projects.models import (
     AgreementApproval,
     AgreementVersion,
     Dataset,
+    DownloadScope,
     Metric,
     ModelFamily,
     Participation,
@@ -59,6 +60,7 @@ from projects.models import (
     TaskType,
 )
 from projects.permissions import access_problem
+from projects.run_views import launch_refusals
 from projects.schema import format_number
 from projects.services.sites import SiteHealth, site_health
 
@@ -470,6 +472,7 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "pending_count": _standing_count(pending, contributors) if pending else 0,
         "contributor_count": len(contributors),
         "can_change": actor.may("projects.change_problem"),
+        "can_launch": not launch_refusals(request.user, problem),
         "can_manage": can_manage,
         "can_ratify": actor.may("projects.ratify_problem") and actor.institution_id not in ratified,
         "can_register": actor.may("projects.register_dataset"),
@@ -699,7 +702,8 @@ def problem_diff(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def participation_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
-    back = redirect(problem.get_absolute_url() + "#participants")
+    # To the confirmation (or refusal) at the top of the page, not to the form below it.
+    back = redirect(problem.get_absolute_url() + "#messages")
     actor = request.user
     if action == "invite":
         participations = selectors.problem_participations(problem)
@@ -803,7 +807,7 @@ def dataset_register(request: HttpRequest, slug: str) -> HttpResponse:
                 _("%(name)s is registered: it fits revision %(n)s.")
                 % {"name": dataset.name, "n": dataset.revision},
             )
-            return redirect(problem.get_absolute_url() + "#datasets")
+            return redirect(problem.get_absolute_url() + "#messages")
     return render(
         request,
         "projects/dataset_register.html",
@@ -825,7 +829,7 @@ def dataset_withdraw(request: HttpRequest, slug: str, dataset_id: int) -> HttpRe
         ),
         _("%(name)s is withdrawn; later rounds no longer use it.") % {"name": dataset.name},
     )
-    return redirect(problem.get_absolute_url() + "#datasets")
+    return redirect(problem.get_absolute_url() + "#messages")
 
 
 # --- Agreements -----------------------------------------------------------------------------------
@@ -976,8 +980,20 @@ def agreement_detail(request: HttpRequest, slug: str, number: int) -> HttpRespon
         AgreementVersion.Status.EFFECTIVE,
     )
     standing = own is not None and own.is_standing_approval
+    effective = problem.agreements.filter(status=AgreementVersion.Status.EFFECTIVE).first()
     context.update(
         {
+            # What an approval leads to: who else must still approve, which version it replaces.
+            "others_awaiting": [
+                row.institution.name
+                for row in context["matrix"]
+                if row.contributing
+                and row.state != "approved"
+                and row.institution.pk != actor.institution_id
+            ],
+            "effective_number": effective.number
+            if effective is not None and effective.pk != version.pk
+            else None,
             "can_approve": decides and open_status and not standing,
             "can_decline": decides
             and version.status == AgreementVersion.Status.PENDING
@@ -989,6 +1005,76 @@ def agreement_detail(request: HttpRequest, slug: str, number: int) -> HttpRespon
         }
     )
     return render(request, "projects/agreement_detail.html", context)
+
+
+@dataclass
+class TermRow:
+    """One term of two agreement versions side by side; text terms changed word by word."""
+
+    label: str
+    changed: bool
+    old: str
+    new: str
+    words: list[tuple[str, str]] | None = None  # word_changes(old, new) for a changed text
+
+
+# Terms that are prose, compared word by word; the others are values, compared whole.
+PROSE_TERMS = ("purpose", "revenue_sharing", "clauses")
+
+
+def _term_text(name: str, value: Any) -> str:
+    """A term's value as the agreement's reader says it."""
+    if name == "model_families":
+        labels = dict(ModelFamily.choices)
+        return ", ".join(str(labels.get(v, v)) for v in value or []) or "—"
+    if name == "download_scope":
+        return str(dict(DownloadScope.choices).get(value, value))
+    if name == "dp_max_epsilon":
+        return _("not required") if value is None else format_number(float(value))
+    if isinstance(value, bool):
+        return _("yes") if value else _("no")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value) if value not in (None, "") else "—"
+
+
+@login_required
+def agreement_compare(request: HttpRequest, slug: str) -> HttpResponse:
+    """Two versions of the agreement term by term (``?from=1&to=2``; by default the newest
+    version and the one before it)."""
+    problem = access_problem(request.user, slug)
+    versions = {v.number: v for v in selectors.agreement_versions(problem)}
+    context: dict[str, Any] = {"problem": problem, "numbers": sorted(versions)}
+    if not versions:
+        raise Http404(_("No agreement version yet."))
+    try:
+        to = int(request.GET.get("to") or max(versions))
+        start = int(request.GET.get("from") or max(to - 1, 1))
+    except ValueError:
+        context["error"] = _("Versions are given by their numbers, for example ?from=1&to=2.")
+        return render(request, "projects/agreement_compare.html", context, status=400)
+    if start not in versions or to not in versions:
+        raise Http404(_("No such agreement version."))
+    old, new = versions[start], versions[to]
+    diff = agreement_diff(old, new)
+    changed = {f["field"] for f in diff["fields"]}
+    old_terms, new_terms = old.terms(), new.terms()
+    rows = []
+    for name, label in TERMS.items():
+        before, after = _term_text(name, old_terms[name]), _term_text(name, new_terms[name])
+        rows.append(
+            TermRow(
+                label=str(label),
+                changed=name in changed,
+                old=before,
+                new=after,
+                words=word_changes(before, after)
+                if name in changed and name in PROSE_TERMS
+                else None,
+            )
+        )
+    context.update({"old": old, "new": new, "rows": rows, "diff": diff})
+    return render(request, "projects/agreement_compare.html", context)
 
 
 @login_required

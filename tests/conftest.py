@@ -135,6 +135,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+            # After a browser test this connection need not be the one Django closes before
+            # dropping the database (Playwright's event loop changes the context that holds
+            # connections), so close it here.
+            connection.close()
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,22 @@
-"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers."""
+"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers, and
+times in UTC.
 
+Times: the API writes every time in UTC as ISO 8601 with a ``Z``
+(``2026-03-01T06:05:00.123456Z``), the form the audit export uses and the audit hash covers, and
+reads a time without an offset as UTC. Pages show the same instants in the reader's local time,
+with its zone (``portal_ui.when``). DRF would otherwise write the current time zone's offset,
+which for a request is the portal's local one.
+"""
+
+from datetime import UTC
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -34,3 +44,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or _("Not found."))
     return drf_exception_handler(exc, context)
+
+
+class UtcDateTimeField(serializers.DateTimeField):
+    """A time in UTC, ``...Z``, whatever time zone the request runs in (see the module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("default_timezone", UTC)
+        super().__init__(*args, **kwargs)
+
+
+def use_utc_times() -> None:
+    """Make every model serializer's time field a ``UtcDateTimeField`` (``CommonConfig.ready``).
+
+    DRF has no setting for the zone it writes times in; model serializers pick the field for
+    a model's ``DateTimeField`` from this mapping, so one entry covers all of them. Fields
+    declared by hand use ``UtcDateTimeField`` directly.
+    """
+    serializers.ModelSerializer.serializer_field_mapping[models.DateTimeField] = UtcDateTimeField

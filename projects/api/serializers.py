@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alliance.models import Institution, Sector
+from portal.common.api import UtcDateTimeField
 from projects.models import (
     AgreementApproval,
     AgreementVersion,
@@ -331,7 +332,7 @@ class RatificationSerializer(serializers.Serializer):
     institution = serializers.SlugField(source="institution.slug")
     institution_name = serializers.CharField(source="institution.name")
     ratified_by = serializers.SerializerMethodField()
-    ratified_at = serializers.DateTimeField(source="created_at")
+    ratified_at = UtcDateTimeField(source="created_at")
 
     def get_ratified_by(self, ratification: Any) -> str | None:
         return _username(ratification.ratified_by)
@@ -613,13 +614,13 @@ class ApprovalRowSerializer(serializers.Serializer):
         ],
     )
     decided_by = serializers.CharField(allow_null=True)
-    decided_at = serializers.DateTimeField(allow_null=True)
+    decided_at = UtcDateTimeField(allow_null=True)
     terms_sha256 = serializers.CharField(
         allow_blank=True, help_text=gettext_lazy("The hash of the terms the steward decided on.")
     )
     reason = serializers.CharField(allow_blank=True)
     revoked_by = serializers.CharField(allow_null=True)
-    revoked_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = UtcDateTimeField(allow_null=True)
     revoke_reason = serializers.CharField(allow_blank=True)
 
 
@@ -752,4 +753,4 @@ class InboxItemSerializer(serializers.Serializer):
     text = serializers.CharField()
     url = serializers.CharField(help_text=gettext_lazy("The portal page where it is done."))
     problem = serializers.SlugField()
-    since = serializers.DateTimeField()
+    since = UtcDateTimeField()

@@ -588,7 +588,21 @@ class AgreementViewSet(viewsets.GenericViewSet):
     @extend_schema(
         parameters=[SLUG, VERSION],
         request=s.ApproveSerializer,
-        responses=s.AgreementVersionDetailSerializer,
+        responses={
+            200: s.AgreementVersionDetailSerializer,
+            400: OpenApiResponse(
+                description=gettext_lazy(
+                    "`terms_sha256` is not this version's: the terms are not the ones you read. "
+                    "GET the version, read its terms and send its `terms_sha256`."
+                )
+            ),
+            409: OpenApiResponse(
+                description=gettext_lazy(
+                    "Your institution already approves this version, or the version is "
+                    "superseded or withdrawn."
+                )
+            ),
+        },
     )
     def approve(self, request: Request, slug: str, number: int) -> Response:
         """Approve exactly this version for your institution (contributors' data stewards)."""

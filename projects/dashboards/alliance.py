@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from alliance import selectors as alliance_selectors
 from alliance.models import AuditEvent, MembershipApplication
+from projects.audit_display import ROUND_ACTIONS
 from projects.models import ModelVersion, Problem, Round, TrainingRun
 from projects.permissions import is_staff, problem_visible_to
 
@@ -26,6 +27,8 @@ User = AbstractBaseUser | AnonymousUser
 ACTIVITY_WEEKS = 12
 LATEST_MODELS = 5
 RECENT_EVENTS = 10
+# How many of the newest events the activity feed reads to fill its lines.
+RECENT_WINDOW = 200
 STAFF_LIST_LENGTH = 10
 
 
@@ -192,9 +195,58 @@ def latest_models_for(actor: User, limit: int = LATEST_MODELS) -> list[ModelVers
     return list(models.select_related("run__problem").order_by("-pk")[:limit])
 
 
-def recent_events_for(actor: User, limit: int = RECENT_EVENTS) -> list[AuditEvent]:
-    """The latest audit events the actor may read."""
-    return list(alliance_selectors.audit_event_list_for(actor)[:limit])
+@dataclass
+class ActivityLine:
+    """One line of the activity feed: an event, or every recent round event of one run.
+
+    ``event`` is the line's newest event. For a run's round events (``rounds`` set) the line
+    also holds the lowest and highest round number seen and how many events it gathers.
+    """
+
+    event: AuditEvent
+    rounds: tuple[int, int] | None = None
+    count: int = 1
+
+    def gather(self, event: AuditEvent) -> None:
+        self.count += 1
+        number = _round_number(event)
+        if number is not None and self.rounds is not None:
+            self.rounds = (min(self.rounds[0], number), max(self.rounds[1], number))
+        elif number is not None:
+            self.rounds = (number, number)
+
+
+def _round_number(event: AuditEvent) -> int | None:
+    value = event.payload.get("round") if isinstance(event.payload, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def recent_activity_for(
+    actor: User, limit: int = RECENT_EVENTS, window: int = RECENT_WINDOW
+) -> list[ActivityLine]:
+    """The latest audit events the actor may read, newest first, as at most ``limit`` lines.
+
+    A run's round events (started, closed, failed, an update rejected) gather into one line per
+    run, where the run's newest one falls: a ten-round run is one line, not twenty. Only the
+    newest ``window`` events are read, so a long run cannot make the feed scan the trail.
+    """
+    lines: list[ActivityLine] = []
+    runs: dict[tuple[str, str], ActivityLine] = {}
+    for event in alliance_selectors.audit_event_list_for(actor)[:window]:
+        is_round = event.action in ROUND_ACTIONS and bool(event.target_id)
+        key = (event.target_type, event.target_id)
+        if is_round and key in runs:
+            runs[key].gather(event)
+            continue
+        if len(lines) >= limit:
+            continue  # the feed is full; older round events may still widen a line's range
+        line = ActivityLine(event=event)
+        if is_round:
+            line.count = 0
+            line.gather(event)
+            runs[key] = line
+        lines.append(line)
+    return lines
 
 
 # --- The staff console ---------------------------------------------------------------------

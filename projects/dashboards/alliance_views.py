@@ -38,6 +38,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "activity_chart": alliance.activity_chart(weeks),
             "has_activity": any(w.runs_launched or w.rounds_completed for w in weeks),
             "models": alliance.latest_models_for(request.user),
-            "events": alliance.recent_events_for(request.user),
+            "activity": alliance.recent_activity_for(request.user),
         },
     )

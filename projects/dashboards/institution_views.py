@@ -5,6 +5,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from alliance import services as alliance_services
@@ -61,7 +62,9 @@ def institution_dashboard(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, _("Invitation sent to %(email)s.") % {"email": invited.user.email}
             )
-            return redirect("my-institution")
+            # The form posted to #invite: without a fragment of its own, the browser would keep
+            # that one and show the form again, far below the confirmation.
+            return redirect(reverse("my-institution") + "#messages")
 
     datasets_before = _cursor(request, "datasets_before")
     people_after = (request.GET.get("people_after") or "")[:150] or None

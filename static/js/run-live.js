@@ -9,11 +9,19 @@
  * charts show (?charts=<data-charts>); while no other round has closed, the answer holds an
  * empty <div data-kept> with the same id and data-state in place of each chart, and the chart
  * already drawn is moved into the new part instead.
+ *
+ * When the portal does not answer (a dropped connection, a restart, an answer that is not the
+ * run's part, such as a login page after the session ended), #run-connection is shown and the
+ * part dimmed, and polls go on less often (up to every 10 s) until one succeeds. Once the run is
+ * over, what was only true while it trained goes: [data-hide-when-finished] elements and the
+ * launch message (.msg.until-finished).
  */
 (function () {
   "use strict";
 
   var INTERVAL = 2000;
+  var LONGEST = 10000; // between retries while the portal does not answer
+  var failures = 0;
   var last = null;
   var full = false; // ask for the charts too on the next beat
 
@@ -33,9 +41,24 @@
     }
   }
 
+  function connection(ok) {
+    var note = document.getElementById("run-connection");
+    var current = live();
+    if (current) {
+      current.classList.toggle("stale", !ok);
+    }
+    if (!note) {
+      return;
+    }
+    if (note.hidden !== ok) {
+      note.hidden = ok;
+    }
+  }
+
   function stop() {
-    // Actions that only make sense while the run trains (cancelling) go once it is over.
-    var stale = document.querySelectorAll("[data-hide-when-finished]");
+    // Actions that only make sense while the run trains (cancelling) go once it is over, and
+    // so does the message that said the page follows the launched run.
+    var stale = document.querySelectorAll("[data-hide-when-finished], .msg.until-finished");
     for (var i = 0; i < stale.length; i++) {
       stale[i].hidden = true;
     }
@@ -83,8 +106,11 @@
     var next = holder.content.getElementById
       ? holder.content.getElementById("run-live")
       : holder.content.firstElementChild;
-    if (!current || !next) {
+    if (!current) {
       return;
+    }
+    if (!next) {
+      throw new Error("not the run's live part");
     }
     // Replacing only on change keeps the reader's place (and an open tooltip) between polls.
     if (text !== last) {
@@ -136,18 +162,26 @@
         }
         return response.text();
       })
-      .then(apply)
+      .then(function (text) {
+        apply(text);
+        failures = 0;
+        connection(true);
+      })
       .catch(function () {
-        // A missed beat (a restart, a dropped connection): the next one tries again.
+        // A missed beat (a restart, a dropped connection): say so, and try again later.
+        failures += 1;
+        connection(false);
       })
       .then(function () {
-        window.setTimeout(poll, INTERVAL);
+        window.setTimeout(poll, Math.min(INTERVAL * Math.pow(2, failures), LONGEST));
       });
   }
 
   function start() {
     var current = live();
-    if (current && !finished(current)) {
+    if (current && finished(current)) {
+      stop();
+    } else if (current) {
       window.setTimeout(poll, INTERVAL);
     }
   }

@@ -41,7 +41,8 @@ def test_the_last_stewards_approval_makes_the_problem_data_ready(page):
     matrix = page.locator("table.matrix")
     assert "Awaiting" in matrix.locator("tr", has_text="Harbour Hospital").inner_text()
 
-    page.get_by_role("button", name="Approve version 1").click()
+    page.get_by_text("Approve version 1…").click()  # opens the confirmation
+    page.get_by_role("button", name="Yes, approve version 1").click()
     page.get_by_text("Version 1 is in effect.").wait_for()
     assert "Approved" in matrix.locator("tr", has_text="Harbour Hospital").inner_text()
     assert AgreementVersion.objects.get(pk=scenario.agreement.pk).status == "effective"

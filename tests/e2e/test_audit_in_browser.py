@@ -22,7 +22,7 @@ def _a_run_with_rounds(monkeypatch) -> TrainingRun:
     """A launched run and two closed rounds, as audit events: no worker needed to read them."""
     scenario = build_scenario().ready()
     # The run is only read here; nobody should start training it.
-    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=2)
     )
@@ -57,14 +57,14 @@ def test_staff_filter_a_run_export_it_and_see_tampering_named(page, monkeypatch)
 
     page.get_by_role("link", name="Audit trail").first.click()
     page.get_by_role("heading", name="Audit trail").wait_for()
-    assert page.locator("table.audit-events tbody tr").count() == min(total, 50)
+    assert page.locator("table.audit-events tbody tr.event").count() == min(total, 50)
 
     # Filter to the run, as the run page's link does: by target type and id.
     page.get_by_label("Target type").fill("projects.trainingrun")
     page.get_by_label("Target id").fill(str(run.pk))
     page.get_by_role("button", name="Apply filters").click()
     page.wait_for_url(re.compile(r"target_type=projects.trainingrun"))
-    rows = page.locator("table.audit-events tbody tr")
+    rows = page.locator("table.audit-events tbody tr.event")
     assert rows.count() == 3
     assert [int(r.locator("td").first.inner_text()) for r in rows.all()] == run_events[::-1]
     newest = AuditEvent.objects.get(seq=run_events[-1])
@@ -130,9 +130,9 @@ def test_staff_follow_a_trained_run_into_its_audit_trail(page, broker_ready, tmp
     page.get_by_role("link", name="Audit trail of this run").click()
     page.get_by_role("heading", name="Audit trail").wait_for()
 
-    rows = page.locator("table.audit-events tbody tr")
+    rows = page.locator("table.audit-events tbody tr.event")
     assert rows.count() == len(expected)
-    shown = [r.locator("td").nth(2).inner_text().strip() for r in rows.all()]
+    shown = [r.locator("td.audit-action code").inner_text().strip() for r in rows.all()]
     assert shown == expected[::-1]
     badge = page.locator("#chain-status")
     assert "chain ok" in badge.get_attribute("class")

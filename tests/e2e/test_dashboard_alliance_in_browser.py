@@ -24,7 +24,7 @@ def _log_in(page, user) -> None:
 def test_member_reads_the_dashboard_and_staff_the_console(page, monkeypatch):
     scenario = build_scenario().ready()
     # The run is only read here; nobody should start training it.
-    monkeypatch.setattr(runs, "_send_advance", lambda run_id: None)
+    monkeypatch.setattr(runs.launch, "send_advance", lambda run_id: None)
     run = runs.run_launch(
         actor=scenario.a.researcher, problem=scenario.refresh(), config=runs.LaunchConfig(rounds=3)
     )

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from portal.common.keys import portal_public_text
+from portal.common.mailbox import mailbox_enabled
 
 DEMO_LOGINS = [
     ("staff", "alliance staff (staff overview and console)"),
@@ -105,7 +106,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo logins (password: {password}):")
         for username, what in DEMO_LOGINS:
             self.stdout.write(f"  {username:42} {what}")
-        self.stdout.write(f"Emails are printed by the worker. Data: {settings.VAR_DIR}")
+        if mailbox_enabled():
+            self.stdout.write(
+                f"Emails: the demo mailbox, http://{host}:{port}/staff/mailbox/ (log in as staff)"
+            )
+        else:
+            self.stdout.write(f"Emails go through {settings.EMAIL_BACKEND}.")
+        self.stdout.write(f"Data: {settings.VAR_DIR}")
         if sites:
             self.stdout.write(
                 f"Demo sites training on their own folders in {root}: {', '.join(sites)}"
