@@ -120,7 +120,11 @@ def test_staff_follow_a_trained_run_into_its_audit_trail(page, broker_ready, tmp
         run = runs.run_launch(actor=researcher, problem=problem, config=runs.LaunchConfig(rounds=3))
         run = finished(run)
     assert run.status == TrainingRun.Status.SUCCEEDED
-    expected = ["run.launched"] + ["round.started", "round.closed"] * 3 + ["run.succeeded"]
+    expected = (
+        ["run.launched"]
+        + ["round.started", "round.closed"] * 3
+        + ["run.succeeded", "model.evaluation_requested"]  # its final model, to be scored
+    )
 
     page.goto("/accounts/login/")
     page.get_by_label("Username").fill("staff")

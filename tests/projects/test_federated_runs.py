@@ -107,7 +107,9 @@ def base_task(run: TrainingRun) -> RoundTask:
 
 
 def local_sites(run: TrainingRun) -> list[LocalSite]:
-    datasets = run.problem.datasets.filter(status="active").select_related("institution")
+    datasets = run.problem.datasets.filter(status="active", purpose="training").select_related(
+        "institution"
+    )
     return [
         LocalSite(
             d.institution.slug,
