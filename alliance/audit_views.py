@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy
 from alliance import selectors, services
 from alliance.models import AuditEvent
 from portal.common.pages import form_error_text
+from portal.common.spreadsheet import safe_row
 
 # Query parameters that choose events; the cursor ones only choose the page.
 FILTER_FIELDS = (
@@ -145,7 +146,7 @@ def _csv_lines(rows: Iterator[dict]) -> Iterator[str]:
     yield writer.writerow(selectors.AUDIT_EXPORT_FIELDS)
     for row in rows:
         row["payload"] = json.dumps(row["payload"], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([row[name] for name in selectors.AUDIT_EXPORT_FIELDS])
+        yield writer.writerow(safe_row(row[name] for name in selectors.AUDIT_EXPORT_FIELDS))
 
 
 def _json_chunks(rows: Iterator[dict]) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers."""
+"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers, and the
+token endpoint with the login lockout."""
 
 from typing import Any
 
@@ -6,11 +7,17 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.common.errors import ApplicationError
+from portal.common.throttle import lockout_message
 
 
 def _validation_detail(error: DjangoValidationError) -> Any:
@@ -34,3 +41,38 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or _("Not found."))
     return drf_exception_handler(exc, context)
+
+
+class LoginLocked(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "login_locked"
+
+
+@extend_schema(
+    responses={
+        200: inline_serializer("AuthToken", {"token": serializers.CharField()}),
+        400: OpenApiResponse(description=gettext_lazy("Wrong username or password.")),
+        429: OpenApiResponse(
+            description=gettext_lazy(
+                "Too many failed logins for this username or from this address."
+            )
+        ),
+    }
+)
+class TokenObtainApi(ObtainAuthToken):
+    """Exchange a username and password for the API token.
+
+    Failures count towards the login lockout (portal.common.throttle), as on the login form.
+    """
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.ValidationError:
+            # axes flags the request it refused (or that just reached a limit) during
+            # authenticate(); the DRF request carries the flag, not Django's.
+            if getattr(request, "axes_locked_out", False):
+                raise LoginLocked(lockout_message()) from None
+            raise
