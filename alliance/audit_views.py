@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy
 
 from alliance import selectors, services
 from alliance.models import AuditEvent
+from portal.common.inputs import BIGINT_MAX
 from portal.common.pages import form_error_text
 from portal.common.spreadsheet import safe_row
 
@@ -58,8 +59,12 @@ class AuditFilterForm(forms.Form):
     )
     date_from = forms.DateField(label=gettext_lazy("From"), required=False)
     date_to = forms.DateField(label=gettext_lazy("To"), required=False)
-    before = forms.IntegerField(label=gettext_lazy("Older than event"), min_value=1, required=False)
-    after = forms.IntegerField(label=gettext_lazy("Newer than event"), min_value=0, required=False)
+    before = forms.IntegerField(
+        label=gettext_lazy("Older than event"), min_value=1, max_value=BIGINT_MAX, required=False
+    )
+    after = forms.IntegerField(
+        label=gettext_lazy("Newer than event"), min_value=0, max_value=BIGINT_MAX, required=False
+    )
 
     def __init__(self, *args: object, actor: AbstractBaseUser | AnonymousUser, **kwargs: object):
         super().__init__(*args, **kwargs)

@@ -12,6 +12,7 @@ from alliance.models import Institution, Sector
 from portal.common import inputs
 from projects.models import DownloadScope, Metric, ModelFamily, Participation, Problem, TaskType
 from projects.schema import COLUMN_TYPES, format_number
+from projects.services.agreements import MAX_CONTRIBUTORS
 
 ROWS_PER_CLICK = 5
 MAX_SCHEMA_ROWS = 500
@@ -352,7 +353,10 @@ class AgreementForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     min_contributors = forms.IntegerField(
-        label=_("Minimum contributors per round"), min_value=2, initial=2
+        label=_("Minimum contributors per round"),
+        min_value=2,
+        max_value=MAX_CONTRIBUTORS,
+        initial=2,
     )
     secure_aggregation = forms.BooleanField(label=_("Secure aggregation required"), required=False)
     dp_max_epsilon = forms.FloatField(

@@ -17,6 +17,13 @@ from django.utils.translation import gettext as _
 
 NUL = "\x00"
 
+# The largest whole number a client may send where the portal stores or compares an integer:
+# PostgreSQL's ``integer`` (Django's IntegerField and PositiveIntegerField). Serializers and
+# forms bound every integer field by it (or tighter), so the database never sees a larger one.
+INT_MAX = 2**31 - 1
+# ``bigint`` (PositiveBigIntegerField: audit sequence numbers).
+BIGINT_MAX = 2**63 - 1
+
 
 class UnsafeInput(ValueError):
     """Input the portal refuses whatever the endpoint: the message says why."""
