@@ -3,15 +3,49 @@ import pytest
 from tests import snapshot
 from tests.projects.scenario import Scenario, build_scenario, load_scenario
 
+
+def _ratified(scenario: Scenario) -> None:
+    scenario.propose()
+    scenario.join()
+    scenario.ratify()
+
+
+def _registered(scenario: Scenario) -> None:
+    _ratified(scenario)
+    scenario.register()
+
+
+def _drafted(scenario: Scenario) -> None:
+    _registered(scenario)
+    scenario.draft()
+    scenario.approve(scenario.a)
+
+
+# The scenario's stages a test can start from, most advanced first: the first of these names
+# among a test's fixtures decides what ``scenario`` (and that fixture) hold.
+STAGES = {
+    "ready": lambda scenario: scenario.ready(),
+    "drafted": _drafted,
+    "registered": _registered,
+    "ratified": _ratified,
+}
+
 _SNAPSHOTS: dict[str, snapshot.Snapshot] = {}
 
 
-def _scenario_at(stage: str) -> Scenario:
-    """The scenario at ``stage`` ("built" or "ready"), put back from a snapshot taken once."""
+def _build(stage: str) -> Scenario:
+    built = build_scenario()
+    if stage in STAGES:
+        STAGES[stage](built)
+        built.refresh()
+    return built
+
+
+def _restored(stage: str) -> Scenario:
+    """The scenario at ``stage``, put back from a snapshot taken once (tests/snapshot.py)."""
     taken = _SNAPSHOTS.get(stage)
     if taken is None or not taken.fits():
-        build = build_scenario if stage == "built" else lambda: build_scenario().ready()
-        taken, _ = snapshot.Snapshot.take(build)
+        taken, _ = snapshot.Snapshot.take(lambda: _build(stage))
         _SNAPSHOTS[stage] = taken
     taken.restore()
     return load_scenario()
@@ -19,25 +53,42 @@ def _scenario_at(stage: str) -> Scenario:
 
 @pytest.fixture
 def _scenario(request, db) -> Scenario:
-    """One scenario per test, whether it asks for ``scenario``, ``ready`` or both.
+    """One scenario per test, at the most advanced stage any of its fixtures names.
 
-    Built once per session and restored in a few statements (tests/snapshot.py) on
-    PostgreSQL in ordinary tests; built step by step through the services otherwise.
+    Built once per session and restored in one statement on PostgreSQL in ordinary tests;
+    built step by step through the services in transactional tests and on SQLite.
     """
+    stage = next((name for name in STAGES if name in request.fixturenames), "built")
     marker = request.node.get_closest_marker("django_db")
     transactional = "transactional_db" in request.fixturenames or bool(
         marker and marker.kwargs.get("transaction")
     )
-    wants_ready = "ready" in request.fixturenames
     if snapshot.available() and not transactional:
-        return _scenario_at("ready" if wants_ready else "built")
-    built = build_scenario()
-    return built.ready() if wants_ready else built
+        return _restored(stage)
+    return _build(stage)
 
 
 @pytest.fixture
 def scenario(_scenario) -> Scenario:
     """Three hospitals and their people, no problem yet (see ``Scenario``)."""
+    return _scenario
+
+
+@pytest.fixture
+def ratified(_scenario) -> Scenario:
+    """The problem with B contributing and C validating, revision 1 ratified; no dataset."""
+    return _scenario
+
+
+@pytest.fixture
+def registered(_scenario) -> Scenario:
+    """Ratified, both contributors' datasets registered, no agreement yet."""
+    return _scenario
+
+
+@pytest.fixture
+def drafted(_scenario) -> Scenario:
+    """Registered, agreement v1 drafted and approved by A only."""
     return _scenario
 
 
