@@ -30,7 +30,9 @@ STAGES = {
     "ratified": _ratified,
 }
 
-_SNAPSHOTS: dict[str, snapshot.Snapshot] = {}
+# stage -> (the rows, the scenario's ``extra``: what it keeps outside the database, such as
+# the private keys its sites sign with)
+_SNAPSHOTS: dict[str, tuple[snapshot.Snapshot, dict]] = {}
 
 
 def _build(stage: str) -> Scenario:
@@ -44,11 +46,16 @@ def _build(stage: str) -> Scenario:
 def _restored(stage: str) -> Scenario:
     """The scenario at ``stage``, put back from a snapshot taken once (tests/snapshot.py)."""
     taken = _SNAPSHOTS.get(stage)
-    if taken is None or not taken.fits():
-        taken, _ = snapshot.Snapshot.take(lambda: _build(stage))
-        _SNAPSHOTS[stage] = taken
-    taken.restore()
-    return load_scenario()
+    if taken is None or not taken[0].fits():
+        rows, built = snapshot.Snapshot.take(lambda: _build(stage))
+        taken = _SNAPSHOTS[stage] = (rows, built.extra)
+    rows, extra = taken
+    rows.restore()
+    scenario = load_scenario()
+    # A copy of each container, the same values (keys are immutable): a test's additions
+    # stay in that test.
+    scenario.extra = {k: v.copy() if isinstance(v, dict | list) else v for k, v in extra.items()}
+    return scenario
 
 
 @pytest.fixture
