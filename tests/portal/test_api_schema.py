@@ -9,8 +9,8 @@ application, audit events) so that operations reach their real work, and half fr
 generator, so that missing objects are exercised too.
 
 Bounded and repeatable: a fixed number of examples per operation (``EXAMPLES`` fitting the
-schema, ``NEGATIVE_EXAMPLES`` breaking it) and Hypothesis derandomised, so every run sends the
-same requests.
+schema for each caller, ``NEGATIVE_EXAMPLES`` breaking it, sent as the member) and Hypothesis
+derandomised, so every run sends the same requests.
 """
 
 import itertools
@@ -40,8 +40,8 @@ from tests.projects.test_run_pages import add_rounds, launch
 
 pytestmark = pytest.mark.django_db
 
-EXAMPLES = 12
-NEGATIVE_EXAMPLES = 6
+EXAMPLES = 10
+NEGATIVE_EXAMPLES = 5
 CHECKS = [not_a_server_error, response_schema_conformance]
 
 
@@ -192,8 +192,9 @@ def test_every_operation_answers_as_its_schema_says(seeded, who):
         operation = result.ok()
         count += 1
         modes = [(GenerationMode.POSITIVE, EXAMPLES)]
-        if _negatable(operation):
-            # Something to break; an operation with no input has no negative case.
+        if who == "member" and _negatable(operation):
+            # Something to break; an operation with no input has no negative case. Broken
+            # input meets the same parsers and serializers whoever sends it: once is enough.
             modes.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
         for mode, examples in modes:
             strategy = _strategy(seeded, operation, mode)
