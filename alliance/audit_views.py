@@ -20,7 +20,9 @@ from django.utils.translation import gettext_lazy
 from alliance import selectors, services
 from alliance.audit_display import payload_slugs
 from alliance.models import AuditEvent
+from portal.common.inputs import BIGINT_MAX
 from portal.common.pages import form_error_text
+from portal.common.spreadsheet import safe_row
 
 # Query parameters that choose events; the cursor ones only choose the page.
 FILTER_FIELDS = (
@@ -58,8 +60,12 @@ class AuditFilterForm(forms.Form):
     )
     date_from = forms.DateField(label=gettext_lazy("From"), required=False)
     date_to = forms.DateField(label=gettext_lazy("To"), required=False)
-    before = forms.IntegerField(label=gettext_lazy("Older than event"), min_value=1, required=False)
-    after = forms.IntegerField(label=gettext_lazy("Newer than event"), min_value=0, required=False)
+    before = forms.IntegerField(
+        label=gettext_lazy("Older than event"), min_value=1, max_value=BIGINT_MAX, required=False
+    )
+    after = forms.IntegerField(
+        label=gettext_lazy("Newer than event"), min_value=0, max_value=BIGINT_MAX, required=False
+    )
 
     def __init__(self, *args: object, actor: AbstractBaseUser | AnonymousUser, **kwargs: object):
         super().__init__(*args, **kwargs)
@@ -151,7 +157,7 @@ def _csv_lines(rows: Iterator[dict]) -> Iterator[str]:
     yield writer.writerow(selectors.AUDIT_EXPORT_FIELDS)
     for row in rows:
         row["payload"] = json.dumps(row["payload"], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([row[name] for name in selectors.AUDIT_EXPORT_FIELDS])
+        yield writer.writerow(safe_row(row[name] for name in selectors.AUDIT_EXPORT_FIELDS))
 
 
 def _json_chunks(rows: Iterator[dict]) -> Iterator[str]:

@@ -65,6 +65,17 @@ def acting_membership(actor: User | None, *, roles: Iterable[str] | None = None)
     return membership
 
 
+def require_people_manager(actor: User | None, membership: Membership | None = None) -> Membership:
+    """The actor's own membership, if the actor manages its institution's people (its admins),
+    and ``membership``, when given, is one of them; else PermissionDenied."""
+    own = acting_membership(actor)
+    if not actor.has_perm("alliance.manage_members", own.institution):  # type: ignore[union-attr]
+        raise PermissionDenied(_("Only your institution's admins manage its people."))
+    if membership is not None and membership.institution_id != own.institution_id:
+        raise PermissionDenied(_("You can only manage people of your own institution."))
+    return own
+
+
 def require_staff(actor: User | None) -> None:
     if actor is None or not actor.is_authenticated or not actor.is_staff:  # type: ignore[union-attr]
         raise PermissionDenied(_("Only alliance staff can do this."))

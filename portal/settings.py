@@ -8,9 +8,12 @@ sets ``DATABASE_URL`` (PostgreSQL), ``CELERY_BROKER_URL`` (Redis), ``SECRET_KEY`
 
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -34,7 +37,18 @@ def _embedded_secret_key() -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
+# Production is "behind TLS" (PORTAL_HTTPS=1), the same notion as portal.common.keys: there a
+# missing secret is a configuration error, never a key generated on the spot.
+PORTAL_HTTPS = env.bool("PORTAL_HTTPS", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if PORTAL_HTTPS:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is required in production (PORTAL_HTTPS=1): set it in the environment "
+            "to a long random value, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
+    SECRET_KEY = _embedded_secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -54,12 +68,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
     "portal.common",
     "alliance",
     "projects",
 ]
 
 MIDDLEWARE = [
+    # First: a NUL byte in the path, query or form answers 400 before anything reads it.
+    "portal.common.middleware.RejectNulBytesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -69,6 +86,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during authentication into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -115,6 +135,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Authentication and object permissions ------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out user or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -130,6 +152,30 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "home"
 PASSWORD_RESET_TIMEOUT = env.int("INVITATION_TIMEOUT_SECONDS", default=7 * 24 * 3600)
+
+# --- Login throttling (django-axes, portal.common.throttle) ---------------------------------
+# Failed logins on the login form, the admin's login and POST /api/v1/auth/token/ count against
+# the username and against the client's address; either reaching its limit refuses further
+# attempts (even with the right password) until LOGIN_LOCKOUT_MINUTES pass without a failure,
+# or staff unlock it in the console. The per-user limit is low: a person mistypes a few times,
+# a guesser needs thousands of tries. The per-address limit is higher because a hospital's
+# people may all reach the portal from one address; it stops one client from spraying
+# guesses across many usernames.
+LOGIN_FAILURES_PER_USER = env.int("LOGIN_FAILURES_PER_USER", default=10)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=50)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+# Proxies in front of the portal that append to X-Forwarded-For (0: clients connect directly
+# and REMOTE_ADDR is their address). Never trust the header further than that.
+PORTAL_PROXY_COUNT = env.int("PORTAL_PROXY_COUNT", default=0)
+AXES_HANDLER = "portal.common.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = LOGIN_FAILURES_PER_USER
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_CALLABLE = "portal.common.throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "portal.common.throttle.client_address"
+AXES_RESET_ON_SUCCESS = False  # a success by one account must not clear an address's count
+AXES_ENABLE_ADMIN = False  # the console's own page unlocks, through an audited service
+AXES_VERBOSE = False
 
 # --- Internationalisation -----------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -261,6 +307,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "portal.common.api.exception_handler",
+    # The usual parsers, plus: a NUL character anywhere, or JSON nested deeper than
+    # MAX_JSON_DEPTH, is a 400 before any view sees the data (portal.common.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.common.parsers.JSONParser",
+        "portal.common.parsers.FormParser",
+        "portal.common.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -287,7 +340,6 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Security (production: DEBUG=0 and PORTAL_HTTPS=1 behind TLS) -------------------------
-PORTAL_HTTPS = env.bool("PORTAL_HTTPS", default=False)
 SECURE_SSL_REDIRECT = PORTAL_HTTPS
 SESSION_COOKIE_SECURE = PORTAL_HTTPS
 CSRF_COOKIE_SECURE = PORTAL_HTTPS
@@ -297,6 +349,30 @@ SECURE_HSTS_PRELOAD = PORTAL_HTTPS
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PORTAL_HTTPS else None
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The deepest JSON body the API accepts: the portal's own bodies nest four levels at most (a
+# dataset description's columns); the limit leaves room and refuses a parser bomb.
+MAX_JSON_DEPTH = env.int("MAX_JSON_DEPTH", default=32)
+
+# Content-Security-Policy (django-csp): everything from the portal itself, no inline script and
+# no inline style anywhere (scripts and styles are static files), no plugins, no framing. The
+# one exception is a style element that Django's own admin writes on change lists without
+# actions (the width of the first column); it is allowed by its hash alone, which a test
+# checks against the installed Django. Images may be data: URIs (the API docs' icons).
+ADMIN_CHANGELIST_STYLE_HASH = "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, ADMIN_CHANGELIST_STYLE_HASH],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

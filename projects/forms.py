@@ -9,8 +9,10 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from alliance.models import Institution, Sector
+from portal.common import inputs
 from projects.models import DownloadScope, Metric, ModelFamily, Participation, Problem, TaskType
 from projects.schema import COLUMN_TYPES, format_number
+from projects.services.agreements import MAX_CONTRIBUTORS
 
 ROWS_PER_CLICK = 5
 MAX_SCHEMA_ROWS = 500
@@ -244,12 +246,14 @@ def schema_from_description(text: str) -> tuple[list[dict[str, Any]], str | None
 def parse_json_object(text: str) -> dict[str, Any]:
     """A JSON object from text, or ValidationError saying what is wrong with it."""
     try:
-        data = json.loads(text)
+        data = inputs.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             _("This is not valid JSON: %(error)s (line %(line)s, column %(column)s).")
             % {"error": exc.msg, "line": exc.lineno, "column": exc.colno}
         ) from exc
+    except inputs.UnsafeInput as exc:
+        raise ValidationError(str(exc)) from exc
     if not isinstance(data, dict):
         raise ValidationError(
             _("The description must be a JSON object ({…}), as describe_dataset prints it.")
@@ -349,7 +353,10 @@ class AgreementForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
     min_contributors = forms.IntegerField(
-        label=_("Minimum contributors per round"), min_value=2, initial=2
+        label=_("Minimum contributors per round"),
+        min_value=2,
+        max_value=MAX_CONTRIBUTORS,
+        initial=2,
     )
     secure_aggregation = forms.BooleanField(label=_("Secure aggregation required"), required=False)
     dp_max_epsilon = forms.FloatField(

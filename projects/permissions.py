@@ -26,7 +26,7 @@ from guardian.shortcuts import get_objects_for_user
 
 from alliance.models import Institution, Role
 from alliance.permissions import acting_membership, institution_group, institution_group_name
-from projects.models import Participation, Problem, TrainingRun
+from projects.models import Dataset, Participation, Problem, TrainingRun
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -215,3 +215,25 @@ def download_refusal(run: TrainingRun) -> str:
         "Agreement version %(n)s lets only people of the institutions taking part in this "
         "problem download this run's models."
     ) % {"n": run.agreement.number}
+
+
+def require_dataset_steward(actor: User | None, dataset: Dataset) -> None:
+    """PermissionDenied unless the actor is a data steward of the dataset's own institution."""
+    membership = acting_membership(actor, roles=[Role.DATA_STEWARD])
+    if membership.institution_id != dataset.institution_id:
+        raise PermissionDenied(_("Only the dataset's own data stewards withdraw it."))
+
+
+def require_participation_party(actor: User | None, participation: Participation) -> None:
+    """The proposer's admins, or the participating institution's own admins: nobody else may
+    act on a participation at all. Checked before its state, so that a refusal is the same 403
+    whatever that state is, and a conflict is only ever told to someone who may act."""
+    membership = acting_membership(actor)
+    if actor.has_perm("projects.manage_participants", participation.problem):  # type: ignore[union-attr]
+        return
+    if membership.role == Role.ADMIN and membership.institution_id == participation.institution_id:
+        return
+    raise PermissionDenied(
+        _("Only the proposing institution's admins and %(name)s's admins act on its participation.")
+        % {"name": participation.institution.name}
+    )

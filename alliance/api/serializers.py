@@ -1,12 +1,25 @@
 """Serializers: the API's shapes. Input serializers only parse; services decide."""
 
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alliance.models import AuditEvent, Institution, Membership, MembershipApplication, Role, Sector
 
 
+@extend_schema_field(
+    {
+        "anyOf": [{"type": "string", "format": "uri"}, {"type": "string", "maxLength": 0}],
+        "description": "A web address, or empty when the institution gave none.",
+    }
+)
+class WebsiteField(serializers.URLField):
+    """A URL or nothing: the schema says so, instead of a URI that an empty string breaks."""
+
+
 class InstitutionSerializer(serializers.ModelSerializer):
+    website = WebsiteField(read_only=True, allow_blank=True)
+
     class Meta:
         model = Institution
         fields = [
@@ -25,7 +38,7 @@ class InstitutionSerializer(serializers.ModelSerializer):
 class InstitutionUpdateSerializer(serializers.Serializer):
     sector = serializers.ChoiceField(choices=Sector.choices, required=False)
     country = serializers.CharField(max_length=100, required=False)
-    website = serializers.URLField(required=False, allow_blank=True)
+    website = WebsiteField(required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True)
 
 
@@ -43,7 +56,7 @@ class ApplicationCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     sector = serializers.ChoiceField(choices=Sector.choices)
     country = serializers.CharField(max_length=100)
-    website = serializers.URLField(required=False, allow_blank=True, default="")
+    website = WebsiteField(required=False, allow_blank=True, default="")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     contact_name = serializers.CharField(max_length=150)
     contact_title = serializers.CharField(
@@ -55,7 +68,12 @@ class ApplicationCreateSerializer(serializers.Serializer):
 
 class ApplicationSerializer(serializers.ModelSerializer):
     institution = InstitutionSerializer(read_only=True)
-    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    reviewed_by = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text=_("The staff member who decided; null while the application is pending."),
+    )
 
     class Meta:
         model = MembershipApplication
@@ -124,8 +142,14 @@ class MemberRoleSerializer(serializers.Serializer):
 
 class AuditEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_username", read_only=True)
-    actor_institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    subject_institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    # Null for the system, an anonymous applicant or staff (no institution), and for events
+    # about no institution in particular.
+    actor_institution = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
+    subject_institution = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = AuditEvent

@@ -13,7 +13,12 @@ from rest_framework.response import Response
 from alliance import selectors, services
 from alliance.api import serializers as s
 from alliance.models import Institution, MembershipApplication
-from alliance.permissions import access_institution, access_member, require_staff
+from alliance.permissions import (
+    access_institution,
+    access_member,
+    require_people_manager,
+    require_staff,
+)
 
 
 class IsStaff(permissions.BasePermission):
@@ -33,7 +38,9 @@ class InstitutionViewSet(viewsets.GenericViewSet):
     def get_permissions(self) -> list[permissions.BasePermission]:
         if self.action in ("list", "retrieve"):
             return [permissions.AllowAny()]
-        return [permissions.IsAuthenticated()]
+        # The actions' own classes (IsStaff for suspend and reinstate), else authenticated:
+        # a caller without permission is refused before the body or the state is looked at.
+        return super().get_permissions()
 
     @extend_schema(
         parameters=[OpenApiParameter("sector", str, description="Only this sector.")],
@@ -154,6 +161,7 @@ class MemberViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=s.MemberInviteSerializer, responses={201: s.MemberSerializer})
     def create(self, request: Request) -> Response:
+        require_people_manager(request.user)  # 403 before any 400 about the body
         data = s.MemberInviteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.member_invite(actor=request.user, **data.validated_data)

@@ -17,6 +17,7 @@ from alliance.services.institutions import (
     institution_update,
     institution_withdraw,
 )
+from alliance.services.logins import login_lockout_record, login_unlock
 from alliance.services.members import (
     member_accept_invitation,
     member_change_role,
@@ -38,6 +39,8 @@ __all__ = [
     "institution_suspend",
     "institution_update",
     "institution_withdraw",
+    "login_lockout_record",
+    "login_unlock",
     "member_accept_invitation",
     "member_change_role",
     "member_deactivate",

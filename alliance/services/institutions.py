@@ -34,17 +34,17 @@ def institution_update(
     *, actor: AbstractBaseUser, institution: Institution, **changes: Any
 ) -> Institution:
     """An institution admin edits the public profile (not the name, slug or status)."""
+    own = acting_membership(actor)
+    if own.institution_id != institution.pk or not actor.has_perm(
+        "alliance.change_institution", institution
+    ):
+        raise PermissionDenied(_("Only the institution's admins can edit its profile."))
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ApplicationError(
             _("These fields cannot be changed here: %(fields)s.")
             % {"fields": ", ".join(sorted(unknown))}
         )
-    own = acting_membership(actor)
-    if own.institution_id != institution.pk or not actor.has_perm(
-        "alliance.change_institution", institution
-    ):
-        raise PermissionDenied(_("Only the institution's admins can edit its profile."))
     institution = _lock(institution)
     before = {field: getattr(institution, field) for field in changes}
     for field, value in changes.items():

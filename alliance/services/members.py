@@ -3,7 +3,6 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.tokens import default_token_generator
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -13,7 +12,10 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from alliance.models import Membership, Role
-from alliance.permissions import acting_membership, membership_sync_permissions
+from alliance.permissions import (
+    membership_sync_permissions,
+    require_people_manager,
+)
 from alliance.services.audit import audit_record
 from alliance.services.notifications import absolute_url, email_notify
 from portal.common.errors import ApplicationError, Conflict
@@ -77,15 +79,6 @@ def _check_role(role: str) -> None:
         )
 
 
-def _require_manager(actor: AbstractBaseUser, membership: Membership | None = None) -> Membership:
-    own = acting_membership(actor)
-    if not actor.has_perm("alliance.manage_members", own.institution):
-        raise PermissionDenied(_("Only your institution's admins manage its people."))
-    if membership is not None and membership.institution_id != own.institution_id:
-        raise PermissionDenied(_("You can only manage people of your own institution."))
-    return own
-
-
 @transaction.atomic
 def member_invite(
     *,
@@ -96,7 +89,7 @@ def member_invite(
     last_name: str = "",
 ) -> Membership:
     """An institution admin invites a colleague to the actor's institution with a role."""
-    own = _require_manager(actor)
+    own = require_people_manager(actor)
     _check_role(role)
     email = User.objects.normalize_email(email.strip()).lower()
     if not email:
@@ -152,7 +145,7 @@ def member_accept_invitation(*, user: AbstractBaseUser, password: str) -> Member
 @transaction.atomic
 def member_resend_invitation(*, actor: AbstractBaseUser, membership: Membership) -> None:
     """Send a fresh invitation link to someone who has not joined yet."""
-    _require_manager(actor, membership)
+    require_people_manager(actor, membership)
     if not membership.is_pending:
         raise Conflict(_("%(user)s has already joined.") % {"user": membership.user.username})
     audit_record(
@@ -168,7 +161,7 @@ def member_resend_invitation(*, actor: AbstractBaseUser, membership: Membership)
 @transaction.atomic
 def member_change_role(*, actor: AbstractBaseUser, membership: Membership, role: str) -> Membership:
     """Give a colleague another role; the institution always keeps at least one active admin."""
-    _require_manager(actor, membership)
+    require_people_manager(actor, membership)
     _check_role(role)
     _lock_institution_people(membership)
     membership.refresh_from_db()
@@ -196,7 +189,7 @@ def member_change_role(*, actor: AbstractBaseUser, membership: Membership, role:
 @transaction.atomic
 def member_deactivate(*, actor: AbstractBaseUser, membership: Membership) -> Membership:
     """Close a colleague's access; their history and audit events stay."""
-    _require_manager(actor, membership)
+    require_people_manager(actor, membership)
     _lock_institution_people(membership)
     membership.refresh_from_db()
     user = membership.user
@@ -224,7 +217,7 @@ def member_deactivate(*, actor: AbstractBaseUser, membership: Membership) -> Mem
 @transaction.atomic
 def member_reactivate(*, actor: AbstractBaseUser, membership: Membership) -> Membership:
     """Give a deactivated colleague their access back, with the role they had."""
-    _require_manager(actor, membership)
+    require_people_manager(actor, membership)
     user = membership.user
     user.refresh_from_db()
     if user.is_active:

@@ -1,5 +1,5 @@
-"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers, and
-times in UTC.
+"""DRF glue: one exception handler that turns domain errors into clear JSON 4xx answers, the
+token endpoint with the login lockout, and times in UTC.
 
 Times: the API writes every time in UTC as ISO 8601 with a ``Z``
 (``2026-03-01T06:05:00.123456Z``), the form the audit export uses and the audit hash covers, and
@@ -16,11 +16,17 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.common.errors import ApplicationError
+from portal.common.throttle import lockout_message
 
 
 def _validation_detail(error: DjangoValidationError) -> Any:
@@ -62,3 +68,38 @@ def use_utc_times() -> None:
     declared by hand use ``UtcDateTimeField`` directly.
     """
     serializers.ModelSerializer.serializer_field_mapping[models.DateTimeField] = UtcDateTimeField
+
+
+class LoginLocked(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "login_locked"
+
+
+@extend_schema(
+    responses={
+        200: inline_serializer("AuthToken", {"token": serializers.CharField()}),
+        400: OpenApiResponse(description=gettext_lazy("Wrong username or password.")),
+        429: OpenApiResponse(
+            description=gettext_lazy(
+                "Too many failed logins for this username or from this address."
+            )
+        ),
+    }
+)
+class TokenObtainApi(ObtainAuthToken):
+    """Exchange a username and password for the API token.
+
+    Failures count towards the login lockout (portal.common.throttle), as on the login form.
+    """
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.ValidationError:
+            # axes flags the request it refused (or that just reached a limit) during
+            # authenticate(); the DRF request carries the flag, not Django's.
+            if getattr(request, "axes_locked_out", False):
+                raise LoginLocked(lockout_message()) from None
+            raise

@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from alliance.models import Institution, Sector
 from portal.common.api import UtcDateTimeField
+from portal.common.inputs import INT_MAX
 from projects.models import (
     AgreementApproval,
     AgreementVersion,
@@ -30,6 +31,7 @@ from projects.models import (
     TaskType,
 )
 from projects.schema import COLUMN_TYPES
+from projects.services.agreements import MAX_CONTRIBUTORS
 
 
 class NamedChoiceField(serializers.ChoiceField):
@@ -92,13 +94,15 @@ class DataColumnSerializer(serializers.Serializer):
 
     name = serializers.CharField()
     type = NamedChoiceField(enum_name="ColumnType", choices=[(t, t) for t in COLUMN_TYPES])
-    missing = serializers.IntegerField(min_value=0)
+    missing = serializers.IntegerField(min_value=0, max_value=INT_MAX)
     min = serializers.FloatField(allow_null=True, required=False)
     max = serializers.FloatField(allow_null=True, required=False)
     categories = serializers.ListField(
         child=serializers.CharField(), allow_null=True, required=False
     )
-    distinct = serializers.IntegerField(allow_null=True, required=False)
+    distinct = serializers.IntegerField(
+        allow_null=True, required=False, min_value=0, max_value=INT_MAX
+    )
 
 
 @extend_schema_field(FeatureSpecSerializer(many=True))
@@ -135,7 +139,7 @@ class DatasetDescriptionSerializer(serializers.Serializer):
         max_length=200,
         help_text=gettext_lazy("A file name in the site's own data directory; never a path."),
     )
-    row_count = serializers.IntegerField(min_value=1)
+    row_count = serializers.IntegerField(min_value=1, max_value=INT_MAX)
     sha256 = serializers.CharField(min_length=64, max_length=64)
     label_column = serializers.CharField(required=False, allow_null=True)
     columns = DataColumnSerializer(many=True)
@@ -531,7 +535,7 @@ class TermsSerializer(serializers.Serializer):
 
     purpose = serializers.CharField()
     model_families = serializers.ListField(child=model_family_field())
-    min_contributors = serializers.IntegerField(min_value=2)
+    min_contributors = serializers.IntegerField(min_value=2, max_value=MAX_CONTRIBUTORS)
     secure_aggregation = serializers.BooleanField()
     dp_max_epsilon = serializers.FloatField(
         allow_null=True,
@@ -549,7 +553,7 @@ class AgreementDraftSerializer(serializers.Serializer):
 
     purpose = serializers.CharField()
     model_families = serializers.ListField(child=model_family_field(), allow_empty=False)
-    min_contributors = serializers.IntegerField(min_value=2)
+    min_contributors = serializers.IntegerField(min_value=2, max_value=MAX_CONTRIBUTORS)
     secure_aggregation = serializers.BooleanField(required=False, default=False)
     dp_max_epsilon = serializers.FloatField(
         required=False,
@@ -678,7 +682,7 @@ class PolicyCheckSerializer(serializers.Serializer):
     """A proposed run configuration, in the terms the agreement speaks."""
 
     model_family = model_family_field()
-    min_contributors = serializers.IntegerField(min_value=1)
+    min_contributors = serializers.IntegerField(min_value=1, max_value=MAX_CONTRIBUTORS)
     secure_aggregation = serializers.BooleanField(required=False, default=False)
     dp_epsilon = serializers.FloatField(
         required=False,
@@ -691,6 +695,7 @@ class PolicyCheckSerializer(serializers.Serializer):
         allow_null=True,
         default=None,
         min_value=1,
+        max_value=INT_MAX,
         help_text=gettext_lazy("The agreement version a running run was launched under."),
     )
     contributors = serializers.ListField(

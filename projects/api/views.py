@@ -18,7 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from alliance.api.serializers import OptionalReasonSerializer, ReasonSerializer
-from alliance.models import Sector
+from alliance.models import Role, Sector
+from alliance.permissions import acting_membership
 from projects import selectors, services
 from projects.api import serializers as s
 from projects.diff import revision_diff
@@ -30,8 +31,13 @@ from projects.models import (
     Problem,
     ProblemRevision,
 )
-from projects.permissions import access_problem
+from projects.permissions import (
+    access_problem,
+    require_dataset_steward,
+    require_participation_party,
+)
 from projects.schema import DESCRIPTION_KEYS
+from projects.services.problems import PROPOSER_ROLES
 
 SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The problem's slug.")
 
@@ -204,6 +210,7 @@ class ProblemViewSet(viewsets.GenericViewSet):
     @extend_schema(request=s.ProblemProposeSerializer, responses={201: s.ProblemDetailSerializer})
     def create(self, request: Request) -> Response:
         """Propose a problem for your institution (admins and researchers); revision 1."""
+        acting_membership(request.user, roles=PROPOSER_ROLES)  # 403 before any 400
         data = s.ProblemProposeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         problem = services.problem_propose(actor=request.user, **data.validated_data)
@@ -234,6 +241,7 @@ class ProblemViewSet(viewsets.GenericViewSet):
     def join(self, request: Request, slug: str) -> Response:
         """Ask to join a listed problem in a role (your institution's admins)."""
         problem = access_problem(request.user, slug)
+        acting_membership(request.user, roles=[Role.ADMIN])  # 403 before any 400
         data = s.ProblemJoinSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         participation = services.participation_request(
@@ -249,6 +257,7 @@ class ProblemViewSet(viewsets.GenericViewSet):
     def leave(self, request: Request, slug: str) -> Response:
         """Your institution leaves (its admins); its data is excluded from later rounds."""
         problem = access_problem(request.user, slug)
+        acting_membership(request.user, roles=[Role.ADMIN])  # 403 before any 400
         data = OptionalReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         participation = services.participation_leave(
@@ -439,6 +448,7 @@ class ParticipantViewSet(viewsets.GenericViewSet):
         """Decline a request (the proposer's admins) or an invitation (the invitee's admins)."""
         problem = access_problem(request.user, slug)
         participation = self._participation(problem, institution)
+        require_participation_party(request.user, participation)  # 403 before any 400
         data = OptionalReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         participation = services.participation_decline(
@@ -533,6 +543,7 @@ class DatasetViewSet(viewsets.GenericViewSet):
         """Withdraw a dataset (its own institution's data stewards); later rounds skip it."""
         problem = access_problem(request.user, slug)
         dataset = self._dataset(problem, dataset_id)
+        require_dataset_steward(request.user, dataset)  # 403 before any 400
         data = OptionalReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = services.dataset_withdraw(

@@ -25,6 +25,8 @@ from projects.models.agreement import canonical_terms, terms_sha256
 from projects.services.common import notify, require_problem_perm
 
 MAX_TEXT = 20000
+# The most contributors a round may require: beyond any alliance, and within every integer column.
+MAX_CONTRIBUTORS = 1000
 
 
 def contributor_ids(problem: Problem) -> set[int]:
@@ -69,6 +71,11 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
         minimum = int(minimum)
     if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 2:
         errors["min_contributors"] = [_("At least 2 contributors per round.")]
+        minimum = 2
+    elif minimum > MAX_CONTRIBUTORS:
+        errors["min_contributors"] = [
+            _("At most %(n)s contributors per round.") % {"n": MAX_CONTRIBUTORS}
+        ]
         minimum = 2
     clean["min_contributors"] = minimum
     for flag in ("secure_aggregation", "commercial_use"):
@@ -185,13 +192,14 @@ def agreement_draft(
 
 
 def _decidable(version: AgreementVersion, institution_id: int) -> None:
+    # Who may decide first, then the version's state: a refusal must not reveal the state.
+    if institution_id not in contributor_ids(version.problem):
+        raise PermissionDenied(_("Only contributing institutions decide on the agreement."))
     if version.status in (AgreementVersion.Status.SUPERSEDED, AgreementVersion.Status.WITHDRAWN):
         raise Conflict(
             _("Version %(n)s is %(status)s; there is nothing to decide on it.")
             % {"n": version.number, "status": version.get_status_display().lower()}
         )
-    if institution_id not in contributor_ids(version.problem):
-        raise PermissionDenied(_("Only contributing institutions decide on the agreement."))
 
 
 @transaction.atomic

@@ -3,7 +3,7 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -13,6 +13,7 @@ from alliance.permissions import acting_membership
 from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError, Conflict
 from projects.models import Dataset, Participation, Problem, ProblemRevision
+from projects.permissions import require_dataset_steward
 from projects.schema import description_clean, description_mismatches
 from projects.services.common import require_problem_perm
 
@@ -117,9 +118,7 @@ def dataset_register(*, actor: AbstractBaseUser, problem: Problem, **description
 @transaction.atomic
 def dataset_withdraw(*, actor: AbstractBaseUser, dataset: Dataset, reason: str = "") -> Dataset:
     """A steward of the dataset's institution withdraws it: later rounds no longer use it."""
-    membership = acting_membership(actor, roles=[Role.DATA_STEWARD])
-    if membership.institution_id != dataset.institution_id:
-        raise PermissionDenied(_("Only the dataset's own data stewards withdraw it."))
+    require_dataset_steward(actor, dataset)
     dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
     if dataset.status != Dataset.Status.ACTIVE:
         raise Conflict(_("This dataset is already withdrawn."))

@@ -11,7 +11,7 @@ from alliance.permissions import acting_membership
 from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError, Conflict
 from projects.models import Participation, Problem
-from projects.permissions import problem_sync_permissions
+from projects.permissions import problem_sync_permissions, require_participation_party
 from projects.services.common import notify, require_problem_perm
 
 MAX_MESSAGE = 2000
@@ -179,6 +179,7 @@ def _locked(participation: Participation) -> Participation:
 
 def _require_decider(actor: AbstractBaseUser, participation: Participation) -> None:
     """Requests are decided by the proposer's admins; invitations by the invitee's admins."""
+    require_participation_party(actor, participation)
     problem = participation.problem
     if participation.status == Participation.Status.REQUESTED:
         require_problem_perm(actor, "projects.manage_participants", problem)
@@ -281,6 +282,7 @@ def participation_withdraw(
     """The asking side takes back an open request (its own admins) or invitation (the
     proposer's admins) before the other side has answered."""
     participation = _locked(participation)
+    require_participation_party(actor, participation)
     problem = participation.problem
     if participation.status == Participation.Status.REQUESTED:
         membership = acting_membership(actor, roles=[Role.ADMIN])

@@ -34,6 +34,9 @@ REGRESSION_METRICS = (Metric.RMSE, Metric.MAE)
 DEFINITION_FIELDS = ("task_type", "label_column", "features", "metric", "threshold")
 MAX_COMMENT = 5000
 
+# Who proposes a problem for an institution.
+PROPOSER_ROLES = (Role.ADMIN, Role.RESEARCHER)
+
 
 def _clean_definition(
     *, task_type: str, label_column: str, features: Any, metric: str, threshold: Any
@@ -130,7 +133,7 @@ def problem_propose(
 
     The proposing institution takes part from the start in ``role`` (contributor by default).
     """
-    membership = acting_membership(actor, roles=[Role.ADMIN, Role.RESEARCHER])
+    membership = acting_membership(actor, roles=PROPOSER_ROLES)
     errors: dict[str, list[str]] = {}
     slug = (slug or "").strip().lower()
     if not SLUG_RE.match(slug) or len(slug) > 80:

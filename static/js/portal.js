@@ -6,7 +6,10 @@
  * - a <button data-copy="TEXT"> copies TEXT to the clipboard and says so for a moment (its
  *   data-copied text); such buttons are hidden until this script can copy;
  * - a <select data-autosubmit> submits its form when the choice changes (the language menu;
- *   a <noscript> button does it without this script).
+ *   a <noscript> button does it without this script);
+ * - a <button data-print> opens the browser's print dialog.
+ *
+ * The Content-Security-Policy allows no inline script and no on* attributes: all of it is here.
  *
  * Loaded in <head> without "defer": the class must be set before the page is first drawn,
  * or the menu would show open and then jump shut.
@@ -55,6 +58,14 @@
     } else if (target.hasAttribute("data-copy")) {
       event.preventDefault();
       copy(target);
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var target = event.target instanceof Element ? event.target.closest("[data-print]") : null;
+    if (target) {
+      event.preventDefault();
+      window.print();
     }
   });
 

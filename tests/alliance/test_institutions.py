@@ -1,5 +1,6 @@
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 from django.urls import reverse
 
 from alliance import services
@@ -26,7 +27,7 @@ def test_suspended_institution_logs_in_but_cannot_act(client, staff, admin_user,
     event = AuditEvent.objects.get(action="institution.suspended")
     assert event.payload["reason"] == "Unpaid dues."
 
-    assert client.login(username=admin_user.username, password=PASSWORD)
+    assert client.login(request=HttpRequest(), username=admin_user.username, password=PASSWORD)
     page = client.get(reverse("my-institution"))
     assert page.status_code == 200
     assert "cannot act" in page.content.decode() or "not act" in page.content.decode()

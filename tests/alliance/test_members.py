@@ -2,6 +2,7 @@ import re
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 from django.urls import reverse
 from guardian.shortcuts import get_perms
 
@@ -58,7 +59,9 @@ def test_invitation_link_sets_password_once(client, admin_user):
     assert AuditEvent.objects.filter(action="member.joined", actor=membership.user).exists()
     client.logout()
     assert client.get(path).status_code == 400  # spent
-    assert client.login(username=membership.user.username, password="tumour-model-2026")
+    assert client.login(
+        request=HttpRequest(), username=membership.user.username, password="tumour-model-2026"
+    )
 
 
 def test_invitation_link_with_bad_token_is_refused(client, admin_user):
@@ -97,7 +100,9 @@ def test_deactivation_closes_access_and_keeps_history(client, admin_user, instit
     assert not colleague.is_active
     assert get_perms(colleague, institution) == []
     assert Membership.objects.filter(user=colleague).exists()
-    assert not client.login(username=colleague.username, password="correct-horse-battery")
+    assert not client.login(
+        request=HttpRequest(), username=colleague.username, password="correct-horse-battery"
+    )
     services.member_reactivate(actor=admin_user, membership=colleague.membership)
     assert "manage_members" in get_perms(colleague, institution)
     actions = set(AuditEvent.objects.values_list("action", flat=True))

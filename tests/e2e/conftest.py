@@ -55,10 +55,22 @@ def page(browser, live_server) -> Iterator[object]:
     context = browser.new_context(base_url=live_server.url, locale="en-GB")
     page = context.new_page()
     page.set_default_timeout(15_000)
+    # Every browser test also checks the Content-Security-Policy: whatever page it visits,
+    # Chromium must not have refused a script, a style or anything else on it.
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     try:
         yield page
     finally:
         context.close()
+    assert not refused, "the Content-Security-Policy refused:\n" + "\n".join(refused)
 
 
 def log_in(page, username: str, password: str) -> None:

@@ -106,3 +106,15 @@ def test_portal_keygen_prints_new_seeds_and_the_public_halves(tmp_path):
 
     expected = public_text(key_from_text(values["PORTAL_SIGNING_KEY"]))
     assert f"PORTAL_SIGNING_KEY public: {expected}" in shown.stdout
+
+
+@pytest.mark.parametrize("secret", ["", None])
+def test_production_refuses_to_start_without_a_secret_key(tmp_path, secret):
+    env = {"DEBUG": "0", "PORTAL_HTTPS": "1", "PORTAL_VAR_DIR": str(tmp_path)}
+    if secret is not None:
+        env["SECRET_KEY"] = secret  # set but empty, as in the held-out finding
+    result = _manage("check", "--deploy", env=env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY is required in production (PORTAL_HTTPS=1)" in result.stderr
+    assert not (tmp_path / "secret_key").exists()

@@ -138,7 +138,7 @@ class Scenario:
     def propose(self, visibility: str = Problem.Visibility.LISTED, **overrides: Any) -> Problem:
         self.problem = services.problem_propose(
             actor=self.a.researcher,
-            slug="tumour-malignancy",
+            slug=PROBLEM_SLUG,
             title="Tumour malignancy from biopsy features",
             sector="medicine",
             summary="Predict whether a biopsied tumour is malignant.",
@@ -221,9 +221,46 @@ class Scenario:
         return Participation.objects.get(problem=self.problem, institution=site.institution)
 
 
+SITES = (
+    ("a", "north-hospital", "North Hospital"),
+    ("b", "harbour-hospital", "Harbour Hospital"),
+    ("c", "data-university", "Data University"),
+)
+PROBLEM_SLUG = "tumour-malignancy"
+
+
 def build_scenario() -> Scenario:
-    return Scenario(
-        a=make_site("north-hospital", "North Hospital"),
-        b=make_site("harbour-hospital", "Harbour Hospital"),
-        c=make_site("data-university", "Data University"),
-    )
+    return Scenario(**{key: make_site(slug, name) for key, slug, name in SITES})
+
+
+def load_scenario() -> Scenario:
+    """The scenario that ``build_scenario`` (and any of its steps) wrote, read back from the
+    database: fresh instances, as a test that built it would have them after a refresh."""
+    from django.contrib.auth import get_user_model
+
+    users = {
+        user.username: user
+        for user in get_user_model().objects.filter(
+            username__in=[
+                f"{slug}-{role}"
+                for _key, slug, _name in SITES
+                for role in ("admin", "researcher", "steward", "viewer")
+            ]
+        )
+    }
+    institutions = Institution.objects.in_bulk([slug for _k, slug, _n in SITES], field_name="slug")
+    sites = {
+        key: Site(
+            institution=institutions[slug],
+            admin=users[f"{slug}-admin"],
+            researcher=users[f"{slug}-researcher"],
+            steward=users[f"{slug}-steward"],
+            viewer=users[f"{slug}-viewer"],
+        )
+        for key, slug, _name in SITES
+    }
+    scenario = Scenario(**sites)
+    scenario.problem = Problem.objects.filter(slug=PROBLEM_SLUG).first()
+    if scenario.problem is not None:
+        scenario.agreement = scenario.problem.agreements.order_by("-number").first()
+    return scenario

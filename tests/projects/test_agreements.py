@@ -38,17 +38,6 @@ def events(action: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(action=action).order_by("seq"))
 
 
-@pytest.fixture
-def registered(scenario):
-    """Ratified, both contributors' datasets registered, no agreement yet."""
-    scenario.propose()
-    scenario.join()
-    scenario.ratify()
-    scenario.register()
-    scenario.refresh()
-    return scenario
-
-
 def approve(scenario, site, version: AgreementVersion) -> AgreementApproval:
     return services.agreement_approve(
         actor=site.steward, version=version, terms_sha256=version.terms_sha256

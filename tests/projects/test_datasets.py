@@ -32,16 +32,6 @@ def events(action: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(action=action).order_by("seq"))
 
 
-@pytest.fixture
-def ratified(scenario):
-    """The scenario's problem with B and C in it and revision 1 ratified; no dataset yet."""
-    scenario.propose()
-    scenario.join()
-    scenario.ratify()
-    scenario.refresh()
-    return scenario
-
-
 def with_column(desc: dict, name: str, **changes) -> dict:
     """A copy of a description whose column ``name`` has ``changes`` (None: no such column)."""
     desc = copy.deepcopy(desc)

@@ -43,19 +43,6 @@ def outsider():
     return site
 
 
-@pytest.fixture
-def drafted(scenario):
-    """Ratified, both datasets registered, agreement v1 drafted and approved by A only."""
-    scenario.propose()
-    scenario.join()
-    scenario.ratify()
-    scenario.register()
-    scenario.draft()
-    scenario.approve(scenario.a)
-    scenario.refresh()
-    return scenario
-
-
 # --- Every page renders for someone who may see it ------------------------------------------------
 
 
@@ -540,15 +527,6 @@ def test_leave_and_unknown_actions(client, ready):
 
 
 # --- Datasets -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ratified(scenario):
-    scenario.propose()
-    scenario.join()
-    scenario.ratify()
-    scenario.refresh()
-    return scenario
 
 
 def test_register_page_explains_the_command(client, ratified):
