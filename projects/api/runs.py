@@ -33,7 +33,7 @@ from projects.models import (
     Strategy,
     TrainingRun,
 )
-from projects.permissions import access_problem, download_refusal, may_download
+from projects.permissions import access_problem, can_launch, download_refusal, may_download
 from projects.selectors import problem_run, runs_with_progress
 from projects.services.model_card import model_card
 from projects.services.release import may_release, model_release
@@ -393,6 +393,10 @@ class RunViewSet(viewsets.GenericViewSet):
         round; a refusal names each term it breaks and nothing starts.
         """
         problem = access_problem(request.user, slug)
+        if not can_launch(request.user, problem):  # who may, before what they sent
+            raise PermissionDenied(
+                _("Only researchers of an institution contributing to this problem launch runs.")
+            )
         data = RunLaunchSerializer(data=request.data)
         if not data.is_valid():
             # The same shape as the service's own setting errors: one message per field.

@@ -147,11 +147,6 @@ def test_suspending_without_being_staff_is_403_not_400(world, api_as, staff, act
     assert api_as(staff).post(url, {}, format="json").status_code in (400, 409)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The run launch API parses the settings before asking who launches: left to the "
-    "rewrite of run launching (issue 13, item 8), which owns projects/api/runs.py's launch.",
-)
 def test_launching_a_run_without_the_right_is_403_whatever_the_settings(world, api_as):
     url = reverse("api:run-list", args=[world.problem.slug])
     assert api_as(world.a.viewer).post(url, {}, format="json").status_code == 403
