@@ -5,10 +5,13 @@ misbehaves, or somebody who is not the site, could send instead (``signed_reply`
 """
 
 import io
+import shutil
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 
 from projects.demo import BREAST_CANCER
 from projects.federation import encoding, signing
@@ -18,16 +21,44 @@ from projects.services.runs import dispatch
 from projects.services.runs.store import round_start_bytes
 from projects.site.handler import handle_task
 from projects.site.identity import default_key_path
+from tests import snapshot
 
 SITES = ["kaohsiung-harbour-hospital", "taichung-medical-centre", "taipei-north-hospital"]
 
 
-def seed_medical(var_dir: Path) -> Problem:
-    """Seed the demo alliance and problems with site files under ``var_dir/sites``."""
+# The demo seeded once per session (tests/snapshot.py): its rows, and the folder of its sites'
+# files and keys that every test gets a copy of.
+_SEEDED: tuple[snapshot.Snapshot, Path] | None = None
+
+
+def _place(var_dir: Path) -> None:
     settings.VAR_DIR = var_dir
     settings.SITE_DATA_ROOT = var_dir / "sites"
     settings.MEDIA_ROOT = var_dir / "media"
-    call_command("seed_demo", "--without-run", stdout=io.StringIO())
+
+
+def seed_medical(var_dir: Path) -> Problem:
+    """Seed the demo alliance and problems with site files (and keys) under ``var_dir/sites``.
+
+    In an ordinary test on PostgreSQL the demo is seeded once per session and put back here in
+    one statement, with a copy of the sites' folder; a transactional test seeds it anew.
+    """
+    global _SEEDED
+    if not (snapshot.available() and connection.in_atomic_block):
+        _place(var_dir)
+        call_command("seed_demo", "--without-run", stdout=io.StringIO())
+        return Problem.objects.get(slug=BREAST_CANCER)
+    if _SEEDED is None or not _SEEDED[0].fits():
+        source = Path(tempfile.mkdtemp(prefix="seeded-demo-"))
+        _place(source)
+        rows, _nothing = snapshot.Snapshot.take(
+            lambda: call_command("seed_demo", "--without-run", stdout=io.StringIO())
+        )
+        _SEEDED = (rows, source)
+    rows, source = _SEEDED
+    _place(var_dir)
+    rows.restore()
+    shutil.copytree(source / "sites", var_dir / "sites", dirs_exist_ok=True)
     return Problem.objects.get(slug=BREAST_CANCER)
 
 
