@@ -355,17 +355,8 @@ class SiteMessage:
     @classmethod
     def from_json(cls, data: Any) -> "SiteMessage":
         body = _body(data, cls.domain)
-        kind = _text(body, "kind", 20)
-        if kind not in KINDS:
-            raise ProtocolError("malformed", {"field": "kind", "problem": "unknown kind"})
         return cls(
-            kind=kind,
-            run=_int(body, "run", 1),
-            launched=_text(body, "launched", 40),
-            round=_int(body, "round", 0, MAX_COUNT),
-            site=_text(body, "site", 100),
-            ticket=_int(body, "ticket", 1),
-            nonce=_text(body, "nonce", 64),
+            **_dispatch_fields(body),
             deadline=_int(body, "deadline", 0),
             dataset=DatasetRef.from_json(_get(body, "dataset")),
             task=RoundTask.from_json(_get(body, "task")),
@@ -500,17 +491,8 @@ class SiteReply:
     def from_json(cls, data: Any) -> "SiteReply":
         body = _body(data, cls.domain)
         error = _get(body, "error")
-        kind = _text(body, "kind", 20)
-        if kind not in KINDS:
-            raise ProtocolError("malformed", {"field": "kind", "problem": "unknown kind"})
         return cls(
-            kind=kind,
-            run=_int(body, "run", 1),
-            launched=_text(body, "launched", 40),
-            round=_int(body, "round", 0, MAX_COUNT),
-            site=_text(body, "site", 100),
-            ticket=_int(body, "ticket", 1),
-            nonce=_text(body, "nonce", 64),
+            **_dispatch_fields(body),
             kid=_text(body, "kid", 64),
             update_sha256=_hex64(body, "update_sha256", empty=True),
             # Range-checked as a count here; against the registered rows by the coordinator.
@@ -563,6 +545,22 @@ class Heartbeat:
             sent_at=_float(body, "sent_at"),
             version=_text(body, "version", 40),
         )
+
+
+def _dispatch_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What names one dispatch, read the same way from a task and from its answer."""
+    kind = _text(body, "kind", 20)
+    if kind not in KINDS:
+        raise ProtocolError("malformed", {"field": "kind", "problem": "unknown kind"})
+    return {
+        "kind": kind,
+        "run": _int(body, "run", 1),
+        "launched": _text(body, "launched", 40),
+        "round": _int(body, "round", 0, MAX_COUNT),
+        "site": _text(body, "site", 100),
+        "ticket": _int(body, "ticket", 1),
+        "nonce": _text(body, "nonce", 64),
+    }
 
 
 def _body(data: Any, domain: str) -> Mapping[str, Any]:

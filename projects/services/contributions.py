@@ -21,7 +21,7 @@ from alliance.models import Institution
 from alliance.services.audit import audit_record
 from portal.common.keys import portal_key
 from projects.federation import contribution, encoding
-from projects.federation.protocol import DatasetRef, Envelope, SiteMessage, sha256_hex
+from projects.federation.protocol import Envelope, SiteMessage, sha256_hex
 from projects.models import (
     Contribution,
     ContributionStudy,
@@ -31,8 +31,9 @@ from projects.models import (
     Round,
     SiteRound,
 )
-from projects.services.runs.dispatch import launched_text, new_nonce, publish_safely, round_task
+from projects.services.runs.dispatch import new_nonce, publish_safely
 from projects.services.runs.store import blob_read, blob_store, model_bytes
+from projects.services.verification import _message as evaluation_message
 
 logger = logging.getLogger(__name__)
 
@@ -98,28 +99,13 @@ def _candidate_bytes(sha: str, model: ModelVersion) -> bytes:
 def score_envelope(evaluation: Evaluation) -> Envelope[SiteMessage]:
     """The signed ``score`` task of one validator: every candidate model, one after the other."""
     model = evaluation.model
-    run = model.run
     study = ContributionStudy.objects.get(model=model)
     blobs = [_candidate_bytes(sha, model) for sha in study.plan["candidates"]]
     attachment = b"".join(blobs)
-    slug = evaluation.institution.slug
-    message = SiteMessage(
-        kind="score",
-        run=run.pk,
-        launched=launched_text(run),
-        round=model.round_number,
-        site=slug,
-        ticket=evaluation.pk,
-        nonce=evaluation.nonce,
-        deadline=int(evaluation.deadline_at.timestamp()) + 1,
-        dataset=DatasetRef(
-            site_key=evaluation.dataset.site_key,
-            sha256=evaluation.dataset.sha256,
-            rows=evaluation.dataset.row_count,
-        ),
-        task=round_task(run, model.round_number, slug),
+    message = evaluation_message(
+        evaluation,
+        model,
         params_sha256=sha256_hex(attachment),
-        max_update_bytes=run.max_update_bytes,
         candidates=tuple(len(b) for b in blobs),
     )
     return Envelope.seal(message, portal_key(), attachment)

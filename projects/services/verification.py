@@ -85,7 +85,15 @@ def _participants(run: TrainingRun, role: str) -> list[tuple[Any, Dataset]]:
     return found
 
 
-def _message(evaluation: Evaluation, model: ModelVersion) -> SiteMessage:
+def _message(
+    evaluation: Evaluation,
+    model: ModelVersion,
+    *,
+    params_sha256: str | None = None,
+    candidates: tuple[int, ...] = (),
+) -> SiteMessage:
+    """An evaluation's task: the model it scores (or, for contributions, the candidates'
+    sizes and the SHA-256 of their concatenation, ``params_sha256``)."""
     run = model.run
     slug = evaluation.institution.slug
     return SiteMessage(
@@ -103,8 +111,9 @@ def _message(evaluation: Evaluation, model: ModelVersion) -> SiteMessage:
             rows=evaluation.dataset.row_count,
         ),
         task=round_task(run, model.round_number, slug),
-        params_sha256=model.sha256,
+        params_sha256=params_sha256 or model.sha256,
         max_update_bytes=run.max_update_bytes,
+        candidates=candidates,
     )
 
 
