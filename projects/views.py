@@ -48,7 +48,6 @@ from projects.forms import (
     schema_from_description,
 )
 from projects.models import (
-    AgreementApproval,
     AgreementVersion,
     Dataset,
     DownloadScope,
@@ -387,22 +386,6 @@ def _invitable(participations: list[Participation]) -> QuerySet[Institution]:
     return institution_directory().exclude(pk__in=taken).order_by("name")
 
 
-def _contributor_ids(participations: list[Participation]) -> set[int]:
-    return {
-        p.institution_id
-        for p in participations
-        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
-    }
-
-
-def _standing_count(version: AgreementVersion, contributors: set[int]) -> int:
-    return sum(
-        1
-        for approval in version.approvals.all()
-        if approval.is_standing_approval and approval.institution_id in contributors
-    )
-
-
 @login_required
 def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
@@ -445,7 +428,7 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
     ratifiers = [
         (p.institution, ratified.get(p.institution_id)) for p in participations if p.must_ratify
     ]
-    contributors = _contributor_ids(participations)
+    contributors = selectors.active_contributors(participations)
     effective = next((v for v in versions if v.status == AgreementVersion.Status.EFFECTIVE), None)
     pending = next((v for v in versions if v.status == AgreementVersion.Status.PENDING), None)
     withdrawable = {
@@ -467,9 +450,9 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "datasets": datasets,
         "withdrawable": withdrawable,
         "effective": effective,
-        "effective_count": _standing_count(effective, contributors) if effective else 0,
+        "effective_count": selectors.standing_count(effective, contributors) if effective else 0,
         "pending": pending,
-        "pending_count": _standing_count(pending, contributors) if pending else 0,
+        "pending_count": selectors.standing_count(pending, contributors) if pending else 0,
         "contributor_count": len(contributors),
         "can_change": actor.may("projects.change_problem"),
         "can_launch": not launch_refusals(request.user, problem),
@@ -840,8 +823,8 @@ def agreement_list(request: HttpRequest, slug: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
     actor = _actor(request.user, problem)
     versions = selectors.agreement_versions(problem)
-    contributors = _contributor_ids(selectors.problem_participations(problem))
-    rows = [(v, _standing_count(v, contributors)) for v in versions]
+    contributors = selectors.active_contributors(selectors.problem_participations(problem))
+    rows = [(v, selectors.standing_count(v, contributors)) for v in versions]
     return render(
         request,
         "projects/agreement_list.html",
@@ -898,53 +881,6 @@ def agreement_draft(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@dataclass
-class MatrixRow:
-    institution: Institution
-    state: str  # "approved", "declined", "revoked", "awaiting"
-    approval: AgreementApproval | None
-    contributing: bool
-
-
-def _approval_matrix(
-    version: AgreementVersion, participations: list[Participation]
-) -> list[MatrixRow]:
-    """Every contributor, and every institution that ever decided on this version."""
-    approvals = {a.institution_id: a for a in version.approvals.all()}
-    contributors = _contributor_ids(participations)
-    institutions = {p.institution_id: p.institution for p in participations}
-    rows = []
-    for institution_id in sorted(
-        contributors | set(approvals), key=lambda i: str(_name_of(i, institutions, approvals))
-    ):
-        approval = approvals.get(institution_id)
-        if approval is None:
-            state = "awaiting"
-        elif approval.revoked_at is not None:
-            state = "revoked"
-        else:
-            state = approval.decision
-        rows.append(
-            MatrixRow(
-                institution=institutions.get(institution_id) or approval.institution,  # type: ignore[union-attr]
-                state=state,
-                approval=approval,
-                contributing=institution_id in contributors,
-            )
-        )
-    return rows
-
-
-def _name_of(
-    institution_id: int,
-    institutions: dict[int, Institution],
-    approvals: dict[int, AgreementApproval],
-) -> str:
-    if institution_id in institutions:
-        return institutions[institution_id].name
-    return approvals[institution_id].institution.name
-
-
 def _agreement_context(request: HttpRequest, slug: str, number: int) -> dict[str, Any]:
     problem = access_problem(request.user, slug)
     version = selectors.agreement_get(problem, number)
@@ -954,7 +890,7 @@ def _agreement_context(request: HttpRequest, slug: str, number: int) -> dict[str
     return {
         "problem": problem,
         "version": version,
-        "matrix": _approval_matrix(version, participations),
+        "matrix": selectors.approval_rows(version, participations),
         "participations": participations,
         "families": [
             ModelFamily(value).label
@@ -970,7 +906,7 @@ def agreement_detail(request: HttpRequest, slug: str, number: int) -> HttpRespon
     problem, version = context["problem"], context["version"]
     actor = _actor(request.user, problem)
     decides = actor.may("projects.approve_agreement") and actor.institution_id in (
-        _contributor_ids(context["participations"])
+        selectors.active_contributors(context["participations"])
     )
     own = next(
         (a for a in version.approvals.all() if a.institution_id == actor.institution_id), None

@@ -24,7 +24,6 @@ from projects import selectors, services
 from projects.api import serializers as s
 from projects.diff import revision_diff
 from projects.models import (
-    AgreementApproval,
     AgreementVersion,
     Dataset,
     Participation,
@@ -102,47 +101,28 @@ def _version(problem: Problem, number: int) -> AgreementVersion:
 
 def _version_detail(request: Request, version: AgreementVersion) -> dict[str, Any]:
     """A version with the approvals matrix: every active contributor, and anyone who decided."""
-    contributors = [
-        p
-        for p in selectors.problem_participations(version.problem)
-        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
+    approvals = selectors.approval_rows(version, selectors.problem_participations(version.problem))
+    awaiting = [i.slug for i in selectors.awaiting_contributors(approvals)]
+    rows = [
+        {
+            "institution": row.institution.slug,
+            "institution_name": row.institution.name,
+            "contributor": row.contributing,
+            "decision": row.state,
+            "decided_by": row.approval.decided_by.get_username() if row.approval else None,
+            "decided_at": row.approval.decided_at if row.approval else None,
+            "terms_sha256": row.approval.terms_sha256 if row.approval else "",
+            "reason": row.approval.reason if row.approval else "",
+            "revoked_by": (
+                row.approval.revoked_by.get_username()
+                if row.approval is not None and row.approval.revoked_by is not None
+                else None
+            ),
+            "revoked_at": row.approval.revoked_at if row.approval else None,
+            "revoke_reason": row.approval.revoke_reason if row.approval else "",
+        }
+        for row in approvals
     ]
-    contributor_ids = {p.institution_id for p in contributors}
-    approvals = {a.institution_id: a for a in version.approvals.all()}
-    rows: list[dict[str, Any]] = []
-    awaiting: list[str] = []
-    institutions = [p.institution for p in contributors] + [
-        a.institution for a in approvals.values() if a.institution_id not in contributor_ids
-    ]
-    for institution in institutions:
-        approval: AgreementApproval | None = approvals.get(institution.pk)
-        if approval is None:
-            decision = "awaiting"
-        elif approval.revoked_at is not None:
-            decision = "revoked"
-        else:
-            decision = approval.decision
-        if institution.pk in contributor_ids and decision != AgreementApproval.Decision.APPROVED:
-            awaiting.append(institution.slug)
-        rows.append(
-            {
-                "institution": institution.slug,
-                "institution_name": institution.name,
-                "contributor": institution.pk in contributor_ids,
-                "decision": decision,
-                "decided_by": approval.decided_by.get_username() if approval else None,
-                "decided_at": approval.decided_at if approval else None,
-                "terms_sha256": approval.terms_sha256 if approval else "",
-                "reason": approval.reason if approval else "",
-                "revoked_by": (
-                    approval.revoked_by.get_username()
-                    if approval is not None and approval.revoked_by is not None
-                    else None
-                ),
-                "revoked_at": approval.revoked_at if approval else None,
-                "revoke_reason": approval.revoke_reason if approval else "",
-            }
-        )
     context = {"request": request, "approvals": rows, "awaiting": awaiting}
     return s.AgreementVersionDetailSerializer(version, context=context).data
 
