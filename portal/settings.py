@@ -304,8 +304,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
+    # Every list is paged; the long ones by cursor, all with a page-size ceiling.
+    "DEFAULT_PAGINATION_CLASS": "portal.common.pagination.PagePagination",
     "EXCEPTION_HANDLER": "portal.common.api.exception_handler",
     # The usual parsers, plus: a NUL character anywhere, or JSON nested deeper than
     # MAX_JSON_DEPTH, is a 400 before any view sees the data (portal.common.parsers).
