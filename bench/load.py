@@ -11,10 +11,12 @@ connection, request one URL as fast as they are answered until ``--requests`` an
 ``--seconds`` (2) have passed, whichever comes first; a few untimed requests warm the workers
 first. Each URL is measured ``--repeat`` times (3) in rounds over all URLs, so that a burst of
 load from elsewhere on the machine touches one repetition of every URL rather than every
-repetition of one. Reported per URL: the medians over the repetitions of p50, p95 and requests
-per second, the queries of one request (counted in this process through Django's test client),
-the response size, and any answer other than 200. The machine's load average (``/proc/loadavg``)
-is recorded before and after, and the CPU share used by other processes during the timing.
+repetition of one. Reported per URL: the medians over the repetitions of p50, p95, requests
+per second and the server's CPU time per answer (gunicorn's processes only, PostgreSQL's not: it
+barely depends on what else runs on the machine), the queries of one request (counted in this
+process through Django's test client), the response size, and any answer other than 200. The
+machine's load average (``/proc/loadavg``) is recorded before and after, and the CPU share used
+by other processes during the timing.
 
 Members are the busiest institution's admin; staff an alliance superuser. Pages go with a session
 cookie, API lists with a token, as a browser and an integrator would.
@@ -50,6 +52,7 @@ from federation import (
     free_port,
     manage,
     portal_env,
+    process_tree,
     release_database,
     save_results,
     say,
@@ -186,6 +189,18 @@ class Server:
                 time.sleep(0.2)
         raise BenchFailed(f"gunicorn not answering after {timeout:.0f} s")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by gunicorn and its workers."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in process_tree(self.popen.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(stat[11]) + int(stat[12])) / ticks
+        return total
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
@@ -266,30 +281,33 @@ def loadavg() -> list[float]:
 
 
 def measure(
-    port: int, rows: list[dict[str, Any]], headers: dict[str, dict[str, str]], args: Any
+    server: Server, rows: list[dict[str, Any]], headers: dict[str, dict[str, str]], args: Any
 ) -> None:
     """Every URL ``args.repeat`` times, interleaved; medians of the repetitions onto each row."""
     for row in rows:
         row["runs"] = []
         for _ in range(args.warmup):
-            load(port, row["url"], headers[f"{row['as']} {row['kind']}"], concurrency=1,
+            load(server.port, row["url"], headers[f"{row['as']} {row['kind']}"], concurrency=1,
                  requests=1, seconds=10)  # fmt: skip
     for repetition in range(args.repeat):
         say(f"  repetition {repetition + 1}/{args.repeat}, load {loadavg()}")
         for row in rows:
-            row["runs"].append(
-                load(
-                    port,
-                    row["url"],
-                    headers[f"{row['as']} {row['kind']}"],
-                    concurrency=args.concurrency,
-                    requests=args.requests,
-                    seconds=args.seconds,
-                )
+            cpu = server.cpu_seconds()
+            run = load(
+                server.port,
+                row["url"],
+                headers[f"{row['as']} {row['kind']}"],
+                concurrency=args.concurrency,
+                requests=args.requests,
+                seconds=args.seconds,
             )
+            # The server's own CPU per answer: what the page costs, whatever else runs.
+            used = server.cpu_seconds() - cpu
+            run["server_cpu_ms"] = round(used * 1000 / max(run["requests"], 1), 1)
+            row["runs"].append(run)
     for row in rows:
         runs = row["runs"]
-        for key in ("p50_ms", "p95_ms", "rps"):
+        for key in ("p50_ms", "p95_ms", "rps", "server_cpu_ms"):
             row[key] = round(median(r[key] for r in runs), 1)
         row["requests"] = sum(r["requests"] for r in runs)
         row["bytes"] = runs[-1]["bytes"]
@@ -311,7 +329,8 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{result['load_after']}; other processes {result['machine']['cpu_during_timing']}."
     )
     say(
-        f"{'URL':<24}{'as':<8}{'p50 ms':>8}{'p95 ms':>8}{'req/s':>8}{'queries':>8}{'KB':>7}  target"
+        f"{'URL':<24}{'as':<8}{'p50 ms':>8}{'p95 ms':>8}{'req/s':>8}{'CPU ms':>8}{'queries':>8}"
+        f"{'KB':>7}  target"
     )
     for row in result["rows"]:
         ok = row["p95_ms"] <= TARGET_P95_MS and not row["errors"]
@@ -319,7 +338,7 @@ def print_summary(result: dict[str, Any]) -> None:
         note = f" errors {row['errors']}" if row["errors"] else ""
         say(
             f"{row['name']:<24}{row['as']:<8}{row['p50_ms']:8.1f}{row['p95_ms']:8.1f}"
-            f"{row['rps']:8.1f}{queries:>8}{row['bytes'] / 1024:7.1f}  "
+            f"{row['rps']:8.1f}{row['server_cpu_ms']:8.1f}{queries:>8}{row['bytes'] / 1024:7.1f}  "
             f"{'PASS' if ok else 'MISS'}{note}"
         )
 
@@ -430,7 +449,7 @@ def main() -> int:
         )
         result["load_before"] = loadavg()
         before = cpu_counters()
-        measure(server.port, rows, headers, args)
+        measure(server, rows, headers, args)
         result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
         result["load_after"] = loadavg()
         result["rows"] = rows
