@@ -137,7 +137,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out user or address before any password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's model backend, reading a session's person with their membership (one query).
+    "portal.common.auth.PortalBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: anonymous visitors hold no object permissions
@@ -299,13 +300,13 @@ CELERY_DB_REUSE_MAX = 1_000_000
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "portal.common.auth.PortalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
+    # Every list is paged; the long ones by cursor, all with a page-size ceiling.
+    "DEFAULT_PAGINATION_CLASS": "portal.common.pagination.PagePagination",
     "EXCEPTION_HANDLER": "portal.common.api.exception_handler",
     # The usual parsers, plus: a NUL character anywhere, or JSON nested deeper than
     # MAX_JSON_DEPTH, is a 400 before any view sees the data (portal.common.parsers).

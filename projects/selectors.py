@@ -192,55 +192,75 @@ def inbox_for(actor: User) -> list[InboxItem]:
     active = mine.filter(status=Participation.Status.ACTIVE)
 
     if role in (Role.ADMIN, Role.RESEARCHER):
+        # One query for what an admin or researcher answers: revisions to ratify, and for
+        # admins invitations to their institution and requests to join their problems.
         ratified = Ratification.objects.filter(
             revision__problem=OuterRef("problem"),
             revision__number=OuterRef("problem__current_revision"),
             institution_id=institution_id,
         )
-        for p in active.filter(
-            role__in=[Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR]
-        ).exclude(Exists(ratified)):
+        to_ratify = Q(
+            institution_id=institution_id,
+            status=Participation.Status.ACTIVE,
+            role__in=[Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR],
+            ratified=False,
+        )
+        wanted = to_ratify
+        if role == Role.ADMIN:
+            wanted |= Q(institution_id=institution_id, status=Participation.Status.INVITED)
+            wanted |= Q(problem__proposer_id=institution_id, status=Participation.Status.REQUESTED)
+        found: dict[str, list[InboxItem]] = {"ratify": [], "invitation": [], "request": []}
+        rows = (
+            Participation.objects.annotate(ratified=Exists(ratified))
+            .filter(wanted)
+            .select_related("problem", "institution")
+        )
+        for p in rows:
             problem = p.problem
-            items.append(
-                InboxItem(
-                    kind="ratify",
-                    text=_("Ratify revision %(n)s of %(title)s")
-                    % {"n": problem.current_revision, "title": problem.title},
-                    url=reverse("problem-revision", args=[problem.slug, problem.current_revision]),
-                    problem=problem,
-                    since=problem.updated_at,
+            if (
+                p.institution_id == institution_id
+                and p.status == Participation.Status.ACTIVE
+                and not p.ratified
+            ):
+                found["ratify"].append(
+                    InboxItem(
+                        kind="ratify",
+                        text=_("Ratify revision %(n)s of %(title)s")
+                        % {"n": problem.current_revision, "title": problem.title},
+                        url=reverse(
+                            "problem-revision", args=[problem.slug, problem.current_revision]
+                        ),
+                        problem=problem,
+                        since=problem.updated_at,
+                    )
                 )
-            )
-    if role == Role.ADMIN:
-        for p in mine.filter(status=Participation.Status.INVITED):
-            items.append(
-                InboxItem(
-                    kind="invitation",
-                    text=_("Answer the invitation to join %(title)s as %(role)s")
-                    % {"title": p.problem.title, "role": p.get_role_display().lower()},
-                    url=p.problem.get_absolute_url() + "#participants",
-                    problem=p.problem,
-                    since=p.created_at,
+            elif p.status == Participation.Status.INVITED:
+                found["invitation"].append(
+                    InboxItem(
+                        kind="invitation",
+                        text=_("Answer the invitation to join %(title)s as %(role)s")
+                        % {"title": problem.title, "role": p.get_role_display().lower()},
+                        url=problem.get_absolute_url() + "#participants",
+                        problem=problem,
+                        since=p.created_at,
+                    )
                 )
-            )
-        requests = Participation.objects.filter(
-            problem__proposer_id=institution_id, status=Participation.Status.REQUESTED
-        ).select_related("problem", "institution")
-        for p in requests:
-            items.append(
-                InboxItem(
-                    kind="request",
-                    text=_("%(name)s asks to join %(title)s as %(role)s")
-                    % {
-                        "name": p.institution.name,
-                        "title": p.problem.title,
-                        "role": p.get_role_display().lower(),
-                    },
-                    url=p.problem.get_absolute_url() + "#participants",
-                    problem=p.problem,
-                    since=p.created_at,
+            elif p.status == Participation.Status.REQUESTED:
+                found["request"].append(
+                    InboxItem(
+                        kind="request",
+                        text=_("%(name)s asks to join %(title)s as %(role)s")
+                        % {
+                            "name": p.institution.name,
+                            "title": problem.title,
+                            "role": p.get_role_display().lower(),
+                        },
+                        url=problem.get_absolute_url() + "#participants",
+                        problem=problem,
+                        since=p.created_at,
+                    )
                 )
-            )
+        items += found["ratify"] + found["invitation"] + found["request"]
     if role == Role.DATA_STEWARD:
         contributing = active.filter(role=Participation.Role.CONTRIBUTOR).values("problem_id")
         # A pending version not decided yet, or an effective one the institution never

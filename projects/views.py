@@ -20,7 +20,6 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
-from guardian.core import ObjectPermissionChecker
 
 from alliance.models import Institution, Membership, Role
 from alliance.permissions import membership_of
@@ -58,7 +57,7 @@ from projects.models import (
     ProblemRevision,
     TaskType,
 )
-from projects.permissions import access_problem
+from projects.permissions import access_problem, problem_perms
 from projects.run_views import launch_refusals
 from projects.schema import format_number
 from projects.services.sites import SiteHealth, site_health
@@ -79,9 +78,9 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 class Actor:
     """What the person may do on one problem, for showing buttons (services check again).
 
-    Object permissions are read once, through one guardian checker, instead of one
-    ``has_perm`` per button: the same answer as ``user.has_perm(perm, problem)`` in a
-    constant number of queries. Only active people of admitted institutions act at all.
+    Object permissions are read once, in one query (``problem_perms``), instead of one
+    ``has_perm`` per button: the same answer as ``user.has_perm(perm, problem)``. Only active
+    people of admitted institutions act at all; viewers act on no problem.
     """
 
     membership: Membership | None
@@ -112,8 +111,9 @@ def _actor(user: Any, problem: Problem | None = None) -> Actor:
     ):
         return Actor(membership=None)
     perms: set[str] = set()
-    if problem is not None:
-        perms = set(ObjectPermissionChecker(user).get_perms(problem))
+    # Viewers are granted nothing to act on (projects.permissions._desired_grants): no query.
+    if problem is not None and membership.role != Role.VIEWER:
+        perms = problem_perms(user, problem)  # one query, remembered on the problem
     return Actor(membership=membership, perms=perms)
 
 

@@ -19,6 +19,7 @@ from alliance.permissions import (
     require_people_manager,
     require_staff,
 )
+from portal.common.pagination import AuditCursorPagination
 
 
 class IsStaff(permissions.BasePermission):
@@ -209,6 +210,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """Audit events: staff see all, members those of or about their institution. Read-only."""
 
     serializer_class = s.AuditEventSerializer
+    pagination_class = AuditCursorPagination  # newest first; deep pages cost what the first does
     lookup_field = "seq"
     lookup_value_regex = r"\d+"
 

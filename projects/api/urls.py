@@ -147,6 +147,11 @@ urlpatterns = [
         name="run-rounds",
     ),
     path(
+        f"{P}runs/<int:number>/site-rounds/",
+        runs.as_view({"get": "site_rounds"}),
+        name="run-site-rounds",
+    ),
+    path(
         f"{P}runs/<int:number>/models/",
         runs.as_view({"get": "models"}),
         name="run-models",
