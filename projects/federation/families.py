@@ -77,6 +77,10 @@ class ModelFamily(Protocol):
         proximal_mu: float = 0.0,
     ) -> Params: ...
 
+    def loss_and_grads(
+        self, params: Params, X: np.ndarray, y: np.ndarray
+    ) -> tuple[float, Params]: ...  # the objective on (X, y) and its gradient (DP-SGD uses it)
+
     def evaluate(self, params: Params, X: np.ndarray, y: np.ndarray) -> dict[str, float]: ...
 
     def predict(self, params: Params, X: np.ndarray) -> np.ndarray: ...
