@@ -191,18 +191,32 @@ def noise_for(
 # --- DP-SGD ---------------------------------------------------------------------------------
 
 
-def clip_rows(grads: Sequence[Params], clip_norm: float) -> list[Params]:
-    """Each example's gradient scaled to L2 norm at most ``clip_norm`` (flat over all arrays)."""
-    clipped = []
+def per_example_grads(family: Any, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
+    """Each row's gradient, stacked on a leading axis: in one pass when the family offers it,
+    else one ``loss_and_grads`` per row (any family that follows the protocol)."""
+    own = getattr(family, "per_example_grads", None)
+    if own is not None:
+        return list(own(params, X, y))
+    rows = [family.loss_and_grads(params, X[i : i + 1], y[i : i + 1])[1] for i in range(len(X))]
+    return [np.stack([r[k] for r in rows]) for k in range(len(params))]
+
+
+def clip_per_example(grads: Sequence[np.ndarray], clip_norm: float) -> list[np.ndarray]:
+    """Each row's gradient (leading axis) scaled to L2 norm at most ``clip_norm``, the norm
+    taken over all of that row's arrays together (flat clipping)."""
+    if not grads or len(grads[0]) == 0:
+        return [np.asarray(g, dtype=np.float64) for g in grads]
+    n = len(grads[0])
+    squares = np.zeros(n, dtype=np.float64)
     for g in grads:
-        norm = math.sqrt(math.fsum(float(np.sum(a * a)) for a in g))
-        scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-        clipped.append([a * scale for a in g])
-    return clipped
+        squares += np.sum(np.reshape(g, (n, -1)) ** 2, axis=1)
+    norms = np.sqrt(squares)
+    scale = np.minimum(1.0, clip_norm / np.where(norms > 0, norms, 1.0))
+    return [g * scale.reshape((n,) + (1,) * (g.ndim - 1)) for g in grads]
 
 
 def noisy_sum(
-    grads: Sequence[Params],
+    grads: Sequence[np.ndarray],
     shapes: Sequence[tuple[int, ...]],
     *,
     clip_norm: float,
@@ -210,12 +224,17 @@ def noisy_sum(
     rng: np.random.Generator,
 ) -> Params:
     """The sum of the clipped per-example gradients plus N(0, (z C)^2) on every coordinate."""
-    total = [np.zeros(s, dtype=np.float64) for s in shapes]
-    for g in clip_rows(grads, clip_norm):
-        for t, a in zip(total, g, strict=True):
-            t += a
     sigma = noise_multiplier * clip_norm
-    return [t + rng.normal(0.0, sigma, size=t.shape) for t in total]
+    clipped = clip_per_example(grads, clip_norm)
+    totals = (
+        [
+            np.sum(g, axis=0) if len(g) else np.zeros(shape, dtype=np.float64)
+            for g, shape in zip(clipped, shapes, strict=True)
+        ]
+        if clipped
+        else [np.zeros(shape, dtype=np.float64) for shape in shapes]
+    )
+    return [t + rng.normal(0.0, sigma, size=t.shape) for t in totals]
 
 
 def dp_sgd(
@@ -252,7 +271,7 @@ def dp_sgd(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for _ in range(steps):
             chosen = np.flatnonzero(rng.random(n) < q)
-            grads = [family.loss_and_grads(current, X[i : i + 1], y[i : i + 1])[1] for i in chosen]
+            grads = per_example_grads(family, current, X[chosen], y[chosen]) if len(chosen) else []
             noisy = noisy_sum(
                 grads, shapes, clip_norm=clip_norm, noise_multiplier=noise_multiplier, rng=noise_rng
             )

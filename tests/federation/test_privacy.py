@@ -26,13 +26,14 @@ DP = DpSpec(noise_multiplier=1.1, clip_norm=0.5, epsilon=3.0, delta=1e-5, ceilin
 
 def test_clipping_holds_per_example():
     rng = np.random.default_rng(0)
-    grads = [[rng.normal(0, s, (5, 2)), rng.normal(0, s, (2,))] for s in (0.01, 1.0, 50.0)]
-    clipped = privacy.clip_rows(grads, 0.5)
-    norms = [math.sqrt(sum(float(np.sum(a * a)) for a in g)) for g in clipped]
-    assert all(n <= 0.5 + 1e-9 for n in norms)
+    scales = np.array([0.01, 1.0, 50.0]).reshape(3, 1, 1)
+    grads = [rng.normal(0, 1, (3, 5, 2)) * scales, rng.normal(0, 1, (3, 2)) * scales[:, 0]]
+    clipped = privacy.clip_per_example(grads, 0.5)
+    norms = np.sqrt(sum(np.sum(np.reshape(g, (3, -1)) ** 2, axis=1) for g in clipped))
+    assert np.all(norms <= 0.5 + 1e-9)
     assert norms[1] == pytest.approx(0.5) and norms[2] == pytest.approx(0.5)
     # A gradient inside the bound is left as it is: clipping, not normalising.
-    assert all(np.array_equal(a, b) for a, b in zip(clipped[0], grads[0], strict=True))
+    assert np.array_equal(clipped[0][0], grads[0][0]) and np.array_equal(clipped[1][0], grads[1][0])
 
 
 def test_the_noise_has_the_configured_scale():
@@ -43,11 +44,39 @@ def test_the_noise_has_the_configured_scale():
     assert float(np.std(noise)) == pytest.approx(z * c, rel=0.01)
     assert abs(float(np.mean(noise))) < 0.01
     # With gradients the noise sits on their clipped sum.
-    grads = [[np.full(50_000, 10.0)] for _ in range(3)]  # each clipped to norm c
+    grads = [np.full((3, 50_000), 10.0)]  # three examples, each clipped to norm c
     total = privacy.noisy_sum(grads, [(50_000,)], clip_norm=c, noise_multiplier=z, rng=rng)[0]
     clipped_sum = 3 * 10.0 * c / math.sqrt(50_000 * 100.0)
     assert float(np.mean(total)) == pytest.approx(clipped_sum, abs=0.02)
     assert float(np.std(total)) == pytest.approx(z * c, rel=0.02)
+
+
+@pytest.mark.parametrize("family", ["logistic_regression", "linear_regression", "mlp"])
+def test_per_example_gradients_are_each_rows_own(family):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(7, 4))
+    options = (
+        {"task": "classification", "hidden_layers": [5, 3], "l2": 0.01}
+        if family == "mlp"
+        else {"l2": 0.01}
+    )
+    y = rng.integers(0, 3, 7) if family != "linear_regression" else rng.normal(size=7)
+    model = get_family(family, options)
+    params = model.init(4, 1 if family == "linear_regression" else 3, np.random.default_rng(6))
+    params = [p + rng.normal(0, 0.1, p.shape) for p in params]
+    batched = model.per_example_grads(params, X, y)
+    for i in range(7):
+        alone = model.loss_and_grads(params, X[i : i + 1], y[i : i + 1])[1]
+        for got, want in zip(batched, alone, strict=True):
+            np.testing.assert_allclose(got[i], want, rtol=1e-10, atol=1e-12)
+
+    # The loop a family without the one-pass method gets says the same.
+    class Plain:
+        loss_and_grads = model.loss_and_grads
+
+    looped = privacy.per_example_grads(Plain(), params, X, y)
+    for got, want in zip(looped, batched, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("family", ["logistic_regression", "linear_regression", "mlp"])
