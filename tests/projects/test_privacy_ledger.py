@@ -142,3 +142,50 @@ def test_a_site_refuses_a_round_its_own_ledger_cannot_afford(medical):
         runs.update_receive(answer(run, other))
     assert not PrivacySpend.objects.filter(run=run, dataset=dataset).exists()
     assert PrivacySpend.objects.filter(run=run).count() == len(SITES) - 1
+
+
+def _exhaust(run: TrainingRun, dataset: Dataset) -> None:
+    """Spends elsewhere that leave the dataset no room for another round."""
+    PrivacySpend.objects.create(
+        dataset=dataset,
+        institution=dataset.institution,
+        sha256=dataset.sha256,
+        run=run,
+        round_number=99,
+        noise_multiplier=0.8,
+        sampling_rate=1.0,
+        steps=200,
+        clip_norm=1.0,
+        delta=privacy.DELTA,
+        epsilon=100.0,
+        epsilon_total=100.0,
+        accountant="dp-accounting 0.6.0, RDP",
+    )
+
+
+def test_each_round_leaves_out_a_dataset_that_can_no_longer_afford_it(medical):
+    set_ceiling(medical, 6.0)
+    config = LaunchConfig(rounds=1, local_epochs=1, min_contributors=2, dp_options={"epsilon": 2.0})
+    run = launch(medical, config)
+    dataset = Dataset.objects.get(problem=medical, institution__slug=SITES[0], purpose="training")
+    _exhaust(run, dataset)
+    round_ = runs.run_advance(run.pk)
+    assert round_ is not None
+    assert sorted(round_.sites.values_list("institution__slug", flat=True)) == sorted(SITES[1:])
+    [left_out] = [e for e in round_.excluded if e["institution"] == SITES[0]]
+    assert "past the agreement's privacy budget" in left_out["reason"]
+
+
+def test_a_run_is_refused_when_too_few_datasets_can_afford_a_round(medical):
+    set_ceiling(medical, 6.0)
+    config = LaunchConfig(rounds=1, local_epochs=1, min_contributors=2, dp_options={"epsilon": 2.0})
+    run = launch(medical, config)
+    for slug in SITES[:2]:
+        _exhaust(
+            run,
+            Dataset.objects.get(problem=medical, institution__slug=slug, purpose="training"),
+        )
+    assert runs.run_advance(run.pk) is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert any("past the agreement's privacy budget" in r for r in run.reasons)
