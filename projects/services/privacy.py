@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Count, F, OuterRef, Subquery
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -24,7 +24,14 @@ from alliance.permissions import membership_of
 from alliance.services.audit import audit_record
 from projects.federation import privacy
 from projects.federation.protocol import VALIDATION_SHARE, DpSpec
-from projects.models import AgreementVersion, Dataset, PrivacySpend, Round, SiteRound
+from projects.models import (
+    AgreementVersion,
+    Dataset,
+    PrivacySpend,
+    Round,
+    SiteRound,
+    TrainingRun,
+)
 
 ACCOUNTANT = "dp-accounting 0.6.0, RDP"
 
@@ -45,6 +52,42 @@ def ledger_spends(dataset: Dataset) -> list[PrivacySpend]:
 def dataset_spent(dataset: Dataset, *, delta: float = privacy.DELTA) -> float:
     """The epsilon the dataset's records have spent across all runs (0 when none)."""
     return privacy.epsilon(_events(ledger_spends(dataset)), delta)
+
+
+def reserved_events(dataset: Dataset) -> list[tuple[privacy.Event, int]]:
+    """The rounds that DP runs still under way will spend on these records: each run's rounds
+    not yet recorded, under its own settings. A launch counts them as good as spent, so two
+    runs launched side by side cannot each take the whole remaining budget."""
+    same = Dataset.objects.filter(
+        institution_id=dataset.institution_id,
+        sha256=dataset.sha256,
+        status=Dataset.Status.ACTIVE,
+        purpose=Dataset.Purpose.TRAINING,
+    )
+    under_way = TrainingRun.objects.filter(
+        status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING],
+        problem__in=same.values("problem"),
+    ).annotate(
+        spent_rounds=Count(
+            "privacy_spends__round_number",
+            filter=models.Q(
+                privacy_spends__institution_id=dataset.institution_id,
+                privacy_spends__sha256=dataset.sha256,
+            ),
+            distinct=True,
+        )
+    )
+    events = []
+    for run in under_way:
+        raw = (run.spec or {}).get("dp")
+        remaining = run.rounds - run.spent_rounds  # type: ignore[attr-defined]
+        if not raw or remaining <= 0:
+            continue
+        event = planned_event(
+            dataset, dp=DpSpec.from_json(raw), batch_size=run.batch_size, epochs=run.local_epochs
+        )
+        events.append((event, remaining))
+    return events
 
 
 @dataclass(frozen=True)
@@ -83,9 +126,13 @@ def budget_projection(
     rounds: int,
     ceiling: float | None,
     delta: float = privacy.DELTA,
+    reserve: bool = False,
 ) -> Projection:
-    """``rounds`` more rounds of ``event`` on the dataset, against its ledger and ``ceiling``."""
+    """``rounds`` more rounds of ``event`` on the dataset, against its ledger and ``ceiling``;
+    with ``reserve``, what runs under way will still spend counts as spent."""
     spent_events = _events(ledger_spends(dataset))
+    if reserve:
+        spent_events += reserved_events(dataset)
     return Projection(
         dataset=dataset,
         spent=privacy.epsilon(spent_events, delta),
@@ -104,8 +151,8 @@ def budget_reason(projection: Projection) -> str:
     dataset = projection.dataset
     return _(
         "The run would take %(dataset)s of %(institution)s past the agreement's privacy budget: "
-        "epsilon %(spent)s is spent, the run needs %(needed)s (%(total)s in all), and "
-        "%(remaining)s of %(ceiling)s remains."
+        "epsilon %(spent)s is spent (or held by runs under way), the run needs %(needed)s "
+        "(%(total)s in all), and %(remaining)s of %(ceiling)s remains."
     ) % {
         "dataset": dataset.name,
         "institution": dataset.institution.name,
@@ -118,7 +165,13 @@ def budget_reason(projection: Projection) -> str:
 
 
 def budget_projections(
-    datasets: Sequence[Dataset], *, dp: DpSpec, batch_size: int, epochs: int, rounds: int
+    datasets: Sequence[Dataset],
+    *,
+    dp: DpSpec,
+    batch_size: int,
+    epochs: int,
+    rounds: int,
+    reserve: bool = False,
 ) -> list[Projection]:
     """The planned run's projection for each dataset, against the DP spec's ceiling."""
     return [
@@ -128,6 +181,7 @@ def budget_projections(
             rounds=rounds,
             ceiling=dp.ceiling,
             delta=dp.delta,
+            reserve=reserve,
         )
         for dataset in datasets
     ]

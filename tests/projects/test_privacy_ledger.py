@@ -97,24 +97,27 @@ def test_the_ledger_refuses_exactly_past_the_ceiling(spent):
         batch_size=config.batch_size,
         epochs=config.local_epochs,
         rounds=config.rounds,
+        reserve=True,
     )
     worst = max(projections, key=lambda p: p.total)
     assert worst.spent > 0 and worst.total > worst.spent
 
     set_ceiling(problem, worst.total)  # exactly at the ceiling: allowed
     assert launch_plan(problem=problem, config=config).allowed
-    launch(problem, config)
 
     set_ceiling(problem, math.nextafter(worst.total, 0))  # a hair below: refused
     plan = launch_plan(problem=problem, config=config)
     assert not plan.allowed
     [reason] = plan.reasons
     assert worst.dataset.name in reason and worst.dataset.institution.name in reason
-    assert f"epsilon {worst.spent:.3f} is spent" in reason
+    assert f"epsilon {worst.spent:.3f} is spent (or held by runs under way)" in reason
     assert f"the run needs {worst.needed:.3f}" in reason
     with pytest.raises(ApplicationError) as refused:
         launch(problem, config)
     assert refused.value.extra["reasons"] == [reason]
+
+    set_ceiling(problem, worst.total)  # and the launch itself goes through at the ceiling
+    launch(problem, config)
 
 
 def test_a_site_refuses_a_round_its_own_ledger_cannot_afford(medical):
@@ -189,3 +192,16 @@ def test_a_run_is_refused_when_too_few_datasets_can_afford_a_round(medical):
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED
     assert any("past the agreement's privacy budget" in r for r in run.reasons)
+
+
+def test_a_launch_counts_what_runs_under_way_will_still_spend(medical):
+    set_ceiling(medical, 2.5)
+    config = LaunchConfig(rounds=2, local_epochs=1, dp_options={"epsilon": 2.0})
+    assert launch_plan(problem=medical, config=config).allowed  # one run fits
+    first = launch(medical, config)  # queued: nothing spent yet, all of it to come
+    plan = launch_plan(problem=medical, config=config)
+    assert not plan.allowed
+    assert all("held by runs under way" in r for r in plan.reasons)
+    # Once the first run is over and spent nothing (cancelled), the second fits again.
+    TrainingRun.objects.filter(pk=first.pk).update(status=TrainingRun.Status.CANCELLED)
+    assert launch_plan(problem=medical, config=config).allowed

@@ -329,6 +329,7 @@ def launch_plan(
                 batch_size=int(config.batch_size),
                 epochs=int(config.local_epochs),
                 rounds=int(config.rounds),
+                reserve=True,  # what runs under way will still spend is not free
             ):
                 if not projection.allowed:
                     reasons.append(budget_reason(projection))
