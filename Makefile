@@ -55,10 +55,11 @@ seed: migrate ## Seed the demo alliance (idempotent)
 verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 	$(BIN)/python manage.py verify_audit
 
-bench: $(VENV)/.runtime ## Time 20 federated rounds, the dashboards, then pages and API lists under load
+bench: $(VENV)/.runtime ## Time federated rounds, the dashboards, pages and API lists under load, the accuracy cost of DP
 	$(BIN)/python bench/federation.py
 	$(BIN)/python bench/dashboards.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/privacy.py
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

@@ -92,6 +92,47 @@ class RunLaunchSerializer(serializers.Serializer):
         help_text=gettext_lazy("Seconds a round waits for the sites' answers."),
     )
     seed = serializers.IntegerField(default=DEFAULTS["seed"])
+    secure_aggregation = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=gettext_lazy("Whether the run aggregates securely."),
+    )
+    dp_options = serializers.DictField(
+        child=serializers.FloatField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy(
+            "Record-level differential privacy at the sites (DP-SGD): epsilon, the run's budget "
+            "per dataset, and clip_norm, the bound on each example's gradient (default 1); "
+            "null: none."
+        ),
+    )
+
+
+class PolicyCheckSerializer(RunLaunchSerializer):
+    """A proposed run: the launch's own settings, plus what a running run's check adds."""
+
+    agreement_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text=gettext_lazy("The agreement version a running run was launched under."),
+    )
+    contributors = serializers.ListField(
+        child=serializers.SlugField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy("Institution slugs; leave out for every eligible contributor."),
+    )
+
+    def validate_contributors(self, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise serializers.ValidationError(_("Name each institution once."))
+        return value
 
 
 def run_status_field(**kwargs: Any) -> NamedChoiceField:

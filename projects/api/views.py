@@ -22,6 +22,7 @@ from alliance.models import Role, Sector
 from alliance.permissions import acting_membership
 from projects import selectors, services
 from projects.api import serializers as s
+from projects.api.runs import PolicyCheckSerializer
 from projects.diff import revision_diff
 from projects.models import (
     AgreementVersion,
@@ -37,6 +38,7 @@ from projects.permissions import (
 )
 from projects.schema import DESCRIPTION_KEYS
 from projects.services.problems import PROPOSER_ROLES
+from projects.services.runs import LaunchConfig, launch_errors, launch_plan
 
 SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The problem's slug.")
 
@@ -263,17 +265,31 @@ class ProblemViewSet(viewsets.GenericViewSet):
         return Response(revision_diff(revisions[start], revisions[to]))
 
     @extend_schema(
-        parameters=[SLUG], request=s.PolicyCheckSerializer, responses=s.PolicyDecisionSerializer
+        parameters=[SLUG], request=PolicyCheckSerializer, responses=s.PolicyDecisionSerializer
     )
     def policy_check(self, request: Request, slug: str) -> Response:
-        """May this run configuration run now under the effective agreement, and if not, why."""
+        """May this run configuration run now, and if not, why: the launch's own answer.
+
+        The same settings a launch takes, checked by the same code: a configuration this
+        allows is one a launch accepts (permission to launch aside), and the reasons of a
+        refusal are the launch's.
+        """
         problem = access_problem(request.user, slug)
-        data = s.PolicyCheckSerializer(data=request.data)
+        data = PolicyCheckSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        config = dict(data.validated_data)
-        if config["contributors"] is not None:
-            config["contributors"] = tuple(config["contributors"])
-        decision = services.run_policy_check(problem=problem, config=services.RunConfig(**config))
+        settings = dict(data.validated_data)
+        agreement_version = settings.pop("agreement_version")
+        contributors = settings.pop("contributors")
+        config = LaunchConfig(**settings)
+        errors = launch_errors(config)
+        if errors:
+            raise ValidationError({name: [message] for name, message in errors.items()})
+        decision = launch_plan(
+            problem=problem,
+            config=config,
+            agreement_version=agreement_version,
+            contributors=None if contributors is None else tuple(contributors),
+        ).decision
         return Response(
             s.PolicyDecisionSerializer(
                 {

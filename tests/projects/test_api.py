@@ -870,8 +870,8 @@ def test_policy_check_gives_every_reason_for_an_mlp_run(ready, api_as):
     ("body", "field"),
     [
         ({"model_family": "random_forest", "min_contributors": 2}, "model_family"),
-        ({"model_family": "mlp"}, "min_contributors"),
-        ({"model_family": "mlp", "min_contributors": 2, "dp_epsilon": -1}, "dp_epsilon"),
+        ({"model_family": "mlp", "min_contributors": 0}, "min_contributors"),
+        ({"model_family": "mlp", "dp_options": {"epsilon": -1}}, "dp_options"),
         (
             {"model_family": "mlp", "min_contributors": 2, "contributors": ["a", "a"]},
             "contributors",
