@@ -12,7 +12,6 @@ from django.views.decorators.http import require_POST
 
 from alliance.forms import NotificationPreferenceForm, WebhookForm
 from alliance.models import Institution, Webhook
-from alliance.permissions import acting_membership
 from alliance.services import notices, webhooks
 from portal.common.errors import ApplicationError
 from portal.common.pages import attempt, form_errors_from
@@ -40,10 +39,7 @@ def notifications_read(request: HttpRequest) -> HttpResponse:
 
 def _own_institution(request: HttpRequest) -> Institution:
     """The institution whose webhooks the person manages: their own, as one of its admins."""
-    own = acting_membership(request.user)
-    if not request.user.has_perm("alliance.change_institution", own.institution):
-        raise PermissionDenied(_("Only the institution's admins manage its webhooks."))
-    return own.institution
+    return webhooks.webhook_manager_institution(request.user)
 
 
 def _own_webhook(request: HttpRequest, pk: int) -> Webhook:

@@ -354,6 +354,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "InstitutionStatusEnum": "alliance.models.institution.Institution.Status",
         "ApplicationStatusEnum": "alliance.models.application.MembershipApplication.Status",
+        "NoticeEventEnum": "alliance.models.notice.Event",
     },
 }
 

@@ -54,6 +54,14 @@ def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def webhook_manager_institution(actor: User | None) -> Institution:
+    """The institution whose webhooks ``actor`` manages (their own, as one of its admins)."""
+    own = acting_membership(actor)
+    if not actor.has_perm("alliance.change_institution", own.institution):  # type: ignore[union-attr]
+        raise PermissionDenied(_("Only the institution's admins manage its webhooks."))
+    return own.institution
+
+
 def _require_admin(actor: User | None, institution: Institution) -> None:
     """Only the institution's own admins manage its webhooks."""
     own = acting_membership(actor)
