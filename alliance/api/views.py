@@ -308,7 +308,8 @@ class WebhookViewSet(viewsets.GenericViewSet):
         return Webhook.objects.filter(institution=self._institution()).select_related("institution")
 
     def _webhook(self, pk: str) -> Webhook:
-        found = self.get_queryset().filter(pk=pk).first() if str(pk).isdigit() else None
+        mine = self.get_queryset()  # 403 for who manages no webhooks, whatever the id
+        found = mine.filter(pk=pk).first() if str(pk).isdigit() else None
         if found is None:
             raise Http404(_("Your institution has no such webhook."))
         return found

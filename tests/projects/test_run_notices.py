@@ -3,13 +3,16 @@
 No worker runs here: the emails' on-commit callbacks are captured and their tasks run in-process.
 """
 
+import json
+
 import pytest
 from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
-from alliance.models import Notification, NotificationPreference
+from alliance.models import Notification, NotificationPreference, WebhookDelivery
 from alliance.services.notices import preference_update
+from alliance.services.webhooks import webhook_create
 from projects.models import Round, TrainingRun
 from projects.services import runs
 from projects.services.runs import LaunchConfig, run_cancel, run_launch
@@ -140,3 +143,30 @@ def test_a_run_that_succeeds_tells_its_launcher(medical, django_capture_on_commi
     assert (note.event, note.path) == ("run.succeeded", run.get_absolute_url())
     (message,) = emailed(run.launched_by.email)
     assert message.subject == f"Run {run.number} of {medical.title} finished"
+
+
+def test_the_participants_webhooks_get_the_event(
+    ready, outsider, django_capture_on_commit_callbacks
+):
+    run = launch(ready)
+    theirs = webhook_create(
+        actor=ready.c.admin,
+        institution=ready.c.institution,
+        url="https://ops.data-university.example.org/portal",
+        events=["run.cancelled"],
+    )
+    webhook_create(
+        actor=outsider.admin,
+        institution=outsider.institution,
+        url="https://ops.outside-bank.example.org/portal",
+        events=["run.cancelled"],
+    )
+    with django_capture_on_commit_callbacks():
+        run_cancel(actor=ready.a.admin, run=run)
+    (delivery,) = WebhookDelivery.objects.all()
+    assert delivery.webhook == theirs
+    event = json.loads(delivery.body)
+    assert event["event"] == "run.cancelled"
+    assert event["data"]["problem"]["slug"] == ready.problem.slug
+    assert event["data"]["run"] == run.number and event["data"]["status"] == "cancelled"
+    assert event["data"]["url"].endswith(run.get_absolute_url())
