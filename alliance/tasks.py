@@ -27,3 +27,11 @@ def webhook_deliver_task(delivery_id: int) -> None:
     delay = webhook_attempt(delivery_id)
     if delay is not None:
         webhook_deliver_task.apply_async((delivery_id,), countdown=delay)
+
+
+@shared_task(ignore_result=True)
+def webhooks_resume_task() -> None:
+    """Celery beat's look for deliveries whose task was lost (the database says what is due)."""
+    from alliance.services.webhooks import webhooks_resume
+
+    webhooks_resume()

@@ -214,7 +214,7 @@ PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 APPROVAL_REMINDER_DAYS = env.int("APPROVAL_REMINDER_DAYS", default=3)
 # A webhook delivery: each attempt's timeout, the attempts in all, and the wait before the
 # next attempt (doubling from the base, capped).
-WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
 WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
@@ -306,11 +306,16 @@ CELERY_IMPORTS = ["projects.site_tasks"]
 # each task as Django does before each request (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
 CELERY_DB_REUSE_MAX = 1_000_000
 # Celery beat (run inside the coordinator's worker, ``--beat``): the approvers' reminders are
-# looked at every hour; each person gets one a day at most, whatever the schedule.
+# looked at every hour (each person gets one a day at most, whatever the schedule), and webhook
+# deliveries whose task was lost are sent again every minute.
 CELERY_BEAT_SCHEDULE = {
     "approval-reminders": {
         "task": "projects.approval_reminders_task",
         "schedule": env.float("APPROVAL_REMINDER_CHECK_SECONDS", default=3600.0),
+    },
+    "webhook-deliveries-resume": {
+        "task": "alliance.tasks.webhooks_resume_task",
+        "schedule": 60.0,
     },
 }
 

@@ -145,11 +145,21 @@ class WebhookDelivery(models.Model):
     error = models.CharField(_("error"), max_length=500, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     attempted_at = models.DateTimeField(_("last attempt at"), null=True, blank=True)
+    # When the next attempt is due (after a failed one): an attempt that comes earlier is a
+    # duplicate of the scheduled one and does nothing.
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
         verbose_name = _("webhook delivery")
         verbose_name_plural = _("webhook deliveries")
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_delivery_pending",
+                condition=models.Q(status="pending"),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.event} → {self.webhook.url}"

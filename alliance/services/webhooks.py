@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -284,6 +286,9 @@ def webhook_attempt(delivery_id: int) -> float | None:
         )
         if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
             return None
+        now = timezone.now()
+        if delivery.next_attempt_at is not None and now < delivery.next_attempt_at:
+            return None  # a duplicate of the scheduled attempt (a redelivered task, a sweep)
         hook = delivery.webhook
         body = delivery.body.encode()
         timestamp = str(int(time.time()))
@@ -311,7 +316,34 @@ def webhook_attempt(delivery_id: int) -> float | None:
             delivery.error = ""
         elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
             delivery.status = WebhookDelivery.Status.FAILED
+        delay = retry_delay(delivery.attempts)
+        if delivery.status == WebhookDelivery.Status.PENDING:
+            delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        else:
+            delivery.next_attempt_at = None
         delivery.save()
-        if delivery.status != WebhookDelivery.Status.PENDING:
-            return None
-        return retry_delay(delivery.attempts)
+        return delay if delivery.status == WebhookDelivery.Status.PENDING else None
+
+
+# A pending delivery this late for its attempt lost its task (a broker restart, a worker killed).
+OVERDUE = timedelta(seconds=60)
+
+
+def webhooks_resume(now: datetime | None = None) -> int:
+    """Send again every pending delivery whose attempt is overdue; how many were sent.
+
+    The database says what is due, the broker only carries the work: a task lost on its way
+    delays a delivery, it never drops it. Called by Celery beat every minute.
+    """
+    from alliance.tasks import webhook_deliver_task
+
+    now = now or timezone.now()
+    due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING).filter(
+        Q(next_attempt_at__lte=now - OVERDUE)
+        | Q(next_attempt_at__isnull=True, created_at__lte=now - OVERDUE)
+    )
+    ids = list(due.order_by("pk").values_list("pk", flat=True)[:500])
+    with transaction.atomic():
+        for pk in ids:
+            webhook_deliver_task.delay_on_commit(pk)
+    return len(ids)

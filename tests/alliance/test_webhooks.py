@@ -1,6 +1,7 @@
 """Webhooks: registered by an institution's admins, delivered signed by a real Celery worker to
 a real HTTP receiver, tried again with growing waits, and every delivery recorded."""
 
+import datetime
 import hashlib
 import hmac
 import json
@@ -12,11 +13,13 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from alliance.models import AuditEvent, Role, Webhook, WebhookDelivery
 from alliance.services import webhooks
 from tests.conftest import wait_for
 from tests.factories import member
+from tests.notify_helpers import run_tasks
 
 EVENTS = ["run.succeeded", "run.failed", "run.cancelled"]
 
@@ -371,3 +374,45 @@ def test_the_api_refuses_who_is_not_an_admin(api_as, institution, admin_user):
     )
     assert researcher.post(reverse("api:webhook-reveal-secret", args=[hook.pk])).status_code == 403
     assert researcher.get(reverse("api:webhook-detail", args=["abc"])).status_code == 403
+
+
+# --- The database says what is due; the broker only carries the work ------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("receiver", [[500]], indirect=True)
+def test_a_duplicate_attempt_before_the_next_is_due_does_nothing(admin_user, receiver):
+    hook = register(admin_user, receiver.url)
+    emit(admin_user.membership.institution_id)
+    delivery = WebhookDelivery.objects.get(webhook=hook)
+    assert webhooks.webhook_attempt(delivery.pk) == webhooks.retry_delay(1)
+    # The same task again (a redelivered message): the next attempt is not due yet.
+    assert webhooks.webhook_attempt(delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1 and len(receiver.received) == 1
+    assert delivery.next_attempt_at is not None
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_task_was_lost_is_sent_again(
+    admin_user, receiver, django_capture_on_commit_callbacks
+):
+    hook = register(admin_user, receiver.url)
+    with django_capture_on_commit_callbacks():  # the task is lost: its callback never runs
+        emit(admin_user.membership.institution_id)
+    delivery = WebhookDelivery.objects.get(webhook=hook)
+    assert webhooks.webhooks_resume(timezone.now()) == 0  # not overdue yet
+    later = timezone.now() + webhooks.OVERDUE + datetime.timedelta(seconds=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert webhooks.webhooks_resume(later) == 1
+    run_tasks(callbacks)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("succeeded", 1)
+    assert len(receiver.received) == 1
+
+
+def test_celery_beat_looks_for_lost_deliveries_every_minute(settings):
+    from alliance.tasks import webhooks_resume_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["webhook-deliveries-resume"]
+    assert (entry["task"], entry["schedule"]) == (webhooks_resume_task.name, 60.0)
