@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from alliance.models import WebhookDelivery
-from alliance.services.webhooks import webhook_create
 from projects.services import runs
 from tests.e2e.conftest import ARTIFACTS, log_in
 from tests.factories import PASSWORD, StaffFactory
@@ -66,7 +64,6 @@ def test_main_pages_have_no_critical_or_serious_accessibility_violation(
     member = {
         "dashboard": reverse("dashboard"),
         "inbox": reverse("inbox"),
-        "notification settings": reverse("notification-settings"),
         "my institution": reverse("my-institution"),
         "problems": reverse("problem-list"),
         "problem": reverse("problem-detail", args=[slug]),
@@ -100,30 +97,6 @@ def test_main_pages_have_no_critical_or_serious_accessibility_violation(
     page.get_by_role("button", name="Log out").click()
     log_in(page, scenario.a.researcher.username, PASSWORD)
     check(member)
-    page.get_by_role("button", name="Log out").click()
-    hook = webhook_create(
-        actor=scenario.a.admin,
-        institution=scenario.a.institution,
-        url="https://ops.north-hospital.example.org/portal-events",
-        events=["run.failed"],
-    )
-    WebhookDelivery.objects.create(
-        webhook=hook,
-        event="run.failed",
-        event_id="6f1c2b1e-5b8a-4c0e-9a57-2f7d1f0c9a11",
-        body="{}",
-        status="failed",
-        attempts=6,
-        response_code=502,
-        error="The receiver answered 502.",
-    )
-    log_in(page, scenario.a.admin.username, PASSWORD)
-    check(
-        {
-            "webhooks": reverse("webhook-list"),
-            "webhook and its deliveries": reverse("webhook-detail", args=[hook.pk]),
-        }
-    )
     page.get_by_role("button", name="Log out").click()
     log_in(page, StaffFactory(username="auditor").username, PASSWORD)
     check(staff)

@@ -170,3 +170,25 @@ def test_the_participants_webhooks_get_the_event(
     assert event["data"]["problem"]["slug"] == ready.problem.slug
     assert event["data"]["run"] == run.number and event["data"]["status"] == "cancelled"
     assert event["data"]["url"].endswith(run.get_absolute_url())
+
+
+def test_telling_everyone_costs_the_same_queries_however_many_they_are(ready):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from alliance.models import Role
+    from projects.services.runs.notices import run_finished_notify
+    from tests.factories import member
+
+    run = launch(ready)
+    run.status = TrainingRun.Status.CANCELLED
+
+    def cost() -> int:
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            run_finished_notify(run)
+        return len(queries)
+
+    few = cost()
+    for _n in range(6):
+        member(Role.RESEARCHER, ready.b.institution)
+    assert cost() == few
