@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from alliance.models import Notification, NotificationPreference
-from alliance.services.notifications import absolute_url, email_notify
+from alliance.services.notifications import absolute_url, email_notify_each
 
 # The email choices a person makes, by the name the page and the API use.
 EMAIL_CHOICES = ("email_own_runs", "email_problem_runs", "email_reminders")
@@ -48,7 +48,8 @@ def notify_people(
     """One inbox notification per person, and an email to each who wants this kind.
 
     ``people`` maps each person to the email choice that governs them (``email_own_runs``
-    for the run's launcher, say). Inside the caller's transaction.
+    for the run's launcher, say). The email is the same for all (its template names nobody).
+    Inside the caller's transaction.
     """
     if not people:
         return []
@@ -58,14 +59,12 @@ def notify_people(
     emailed: set[int] = set()
     for choice in set(people.values()):
         emailed |= wants_email([p for p, c in people.items() if c == choice], choice)
-    url = absolute_url(path)
-    for person in sorted(people, key=lambda p: p.pk):
-        if person.pk in emailed and person.email:
-            email_notify(
-                to=[person.email],
-                template=template,
-                context={**context, "person": person, "url": url},
-            )
+    # One rendering for all (the message names nobody), one email to each person.
+    email_notify_each(
+        to=[[p.email] for p in sorted(people, key=lambda p: p.pk) if p.pk in emailed and p.email],
+        template=template,
+        context={**context, "url": absolute_url(path)},
+    )
     return notes
 
 
