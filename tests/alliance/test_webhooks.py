@@ -416,3 +416,15 @@ def test_celery_beat_looks_for_lost_deliveries_every_minute(settings):
 
     entry = settings.CELERY_BEAT_SCHEDULE["webhook-deliveries-resume"]
     assert (entry["task"], entry["schedule"]) == (webhooks_resume_task.name, 60.0)
+
+
+@pytest.mark.django_db
+def test_ids_out_of_any_range_are_a_404_not_a_500(client, api_as, admin_user):
+    huge = "9" * 30
+    client.force_login(admin_user)
+    assert client.get(f"/my/institution/webhooks/{huge}/").status_code == 404
+    assert client.post(f"/my/institution/webhooks/{huge}/reveal/").status_code == 404
+    api = api_as(admin_user)
+    assert api.get(f"/api/v1/webhooks/{huge}/").status_code == 404
+    assert api.get(f"/api/v1/webhooks/{huge}/deliveries/").status_code == 404
+    assert api.get(reverse("api:notification-list") + "?page=zz").status_code == 404
