@@ -210,6 +210,16 @@ EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="alliance-portal@localhost")
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
 
+# --- Notifications and webhooks (alliance.services.notices, alliance.services.webhooks) ---
+# A decision waiting this many days gets its approver a reminder email, at most one a day.
+APPROVAL_REMINDER_DAYS = env.int("APPROVAL_REMINDER_DAYS", default=3)
+# A webhook delivery: each attempt's timeout, the attempts in all, and the wait before the
+# next attempt (doubling from the base, capped).
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+
 # --- Federated training -------------------------------------------------------------------
 # The longest round deadline a run may ask for (a site's tasks may train that long).
 FEDERATION_MAX_ROUND_DEADLINE = env.int("FEDERATION_MAX_ROUND_DEADLINE", default=1800)
@@ -296,6 +306,19 @@ CELERY_IMPORTS = ["projects.site_tasks"]
 # of an answer's cost). Connections are kept; portal.celery checks their age and health before
 # each task as Django does before each request (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
 CELERY_DB_REUSE_MAX = 1_000_000
+# Celery beat (run inside the coordinator's worker, ``--beat``): the approvers' reminders are
+# looked at every hour (each person gets one a day at most, whatever the schedule), and webhook
+# deliveries whose task was lost are sent again every minute.
+CELERY_BEAT_SCHEDULE = {
+    "approval-reminders": {
+        "task": "projects.approval_reminders_task",
+        "schedule": env.float("APPROVAL_REMINDER_CHECK_SECONDS", default=3600.0),
+    },
+    "webhook-deliveries-resume": {
+        "task": "alliance.tasks.webhooks_resume_task",
+        "schedule": 60.0,
+    },
+}
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -337,6 +360,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "InstitutionStatusEnum": "alliance.models.institution.Institution.Status",
         "ApplicationStatusEnum": "alliance.models.application.MembershipApplication.Status",
+        "NoticeEventEnum": "alliance.models.notice.Event",
     },
 }
 

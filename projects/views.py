@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST
 from alliance.models import Institution, Membership, Role
 from alliance.permissions import membership_of
 from alliance.selectors import institution_directory
+from alliance.services import notices
 from portal.common.errors import error_text
 from portal.common.pages import REFUSALS, attempt, form_error_text, form_errors_from
 from projects import selectors, services
@@ -164,7 +165,15 @@ def _current(revisions: list[ProblemRevision], problem: Problem) -> ProblemRevis
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
     """What waits for the person: derived from the current state, so never stale."""
-    return render(request, "projects/inbox.html", {"items": pending_items(request)})
+    return render(
+        request,
+        "projects/inbox.html",
+        {
+            "items": pending_items(request),
+            "notifications": notices.notifications_of(request.user),
+            "unread": notices.notifications_unread_count(request.user),
+        },
+    )
 
 
 @login_required

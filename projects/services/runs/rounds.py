@@ -25,6 +25,7 @@ from projects.services.policy import Exclusion, PolicyDecision, RunConfig, run_p
 from projects.services.privacy import budget_projections, budget_reason
 from projects.services.runs.closing import close_round, fail_run
 from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
+from projects.services.runs.notices import run_finished_notify
 from projects.services.runs.store import round_start_bytes
 
 
@@ -231,4 +232,5 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
                 "forged_answers": {r.number: r.forged for r in open_rounds if r.forged},
             },
         )
+        run_finished_notify(run)
     return run
