@@ -147,6 +147,7 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "local_epochs": run.local_epochs,
             "batch_size": run.batch_size,
             "learning_rate": run.learning_rate,
+            "options": run.options,
             "seed": run.seed,
             "min_contributors": run.min_contributors,
             "agreement_version": agreement.number,
@@ -229,6 +230,10 @@ def _figures(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float))
 
 
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(options.items())) or "-"
+
+
 def model_card_markdown(card: dict[str, Any]) -> str:
     """The card as Markdown, section by section as Mitchell et al. lay it out."""
     d, u, t, e = card["model_details"], card["intended_use"], card["training"], card["evaluation"]
@@ -259,6 +264,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"- {t['strategy']} {t['strategy_options']}, {t['rounds']} {_('rounds')}, "
         f"{t['local_epochs']} {_('local epochs')}, {_('batch')} {t['batch_size']}, "
         f"{_('learning rate')} {t['learning_rate']}, {_('seed')} {t['seed']}",
+        f"- {_('Options')}: {_options_text(t.get('options') or {})}",
         f"- {_('Agreement version')} {t['agreement_version']}, "
         f"{_('terms SHA-256')} `{t['terms_sha256']}`",
         "",

@@ -58,6 +58,9 @@ def run_advance(run_id: int) -> Round | None:
                 model_family=run.model_family,
                 min_contributors=run.min_contributors,
                 agreement_version=run.agreement.number,
+                l2=run.l2,
+                validation_share=run.validation_share,
+                feature_scaling=run.feature_scaling,
             ),
         )
         if not decision.allowed:
