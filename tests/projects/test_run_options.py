@@ -84,6 +84,9 @@ def test_chosen_options_reach_the_task_the_page_the_api_and_the_card(client, api
     assert "Validation share</dt><dd>none: no local validation metrics" in configuration
     assert "Feature scaling</dt><dd>None: the values as recorded" in configuration
 
+    compared = text(client.get(reverse("run-compare", args=[SLUG]) + f"?runs={run.number}"))
+    assert "0.0, 0.0, None: the values as recorded" in compared
+
     body = api_as(ready.b.viewer).get(reverse("api:run-detail", args=[SLUG, run.number])).json()
     assert (body["l2"], body["validation_share"], body["feature_scaling"]) == (0.0, 0.0, "none")
 
