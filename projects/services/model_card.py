@@ -20,6 +20,7 @@ from projects.models import (
     ProblemRevision,
     Release,
     Round,
+    TrainingRun,
 )
 
 CARD_SCHEMA = "fl-portal/model-card/v1"
@@ -118,6 +119,7 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "created_at": model.created_at.isoformat(),
             "family": run.model_family,
             "family_options": run.family_options,
+            "inputs": _inputs(run),
             "owners": sorted({d.institution.name for d in datasets.values()}),
         },
         "intended_use": {
@@ -224,6 +226,18 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "events": [{"seq": e.seq, "action": e.action, "hash": e.hash} for e in events],
         },
     }
+
+
+def _inputs(run: TrainingRun) -> dict[str, Any]:
+    """What the model reads, and how its inputs are scaled: what it needs to be applied."""
+    spec = run.spec or {}
+    scaling = spec.get("scaling", "ranges")
+    inputs: dict[str, Any] = {"features": spec.get("features", []), "scaling": scaling}
+    if scaling == "ranges":
+        inputs["feature_ranges"] = spec.get("feature_ranges", [])
+    elif scaling == "standardise":
+        inputs["feature_stats"] = spec.get("feature_stats", [])
+    return inputs
 
 
 def _figures(metrics: dict[str, Any]) -> str:
