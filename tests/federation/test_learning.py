@@ -301,3 +301,42 @@ def test_standardisation_uses_the_shared_summaries_not_the_sites_own(hospitals):
     assert np.array_equal(constant, np.zeros((3, 1)))
     with pytest.raises(ValueError, match="Unknown feature scaling"):
         transform(own, "zscore", ranges)
+
+
+def test_fedavg_without_l2_is_plain_fedavg_of_plain_sgd(hospitals):
+    """Two rounds of the portal's FedAvg with L2 0 are the textbook computation: every site runs
+    unregularised minibatch SGD from the global model, the coordinator averages by rows."""
+    from projects.federation.data import scale, split
+    from projects.federation.site import site_rng
+
+    sites, _, features, ranges = hospitals
+    task = base_task(features, ranges, family_options={"l2": 0.0}, epochs=3)
+    history = run_in_process(sites, task, rounds=2, strategy="fedavg")
+
+    data = {}
+    for site in sites:
+        X, raw = load_csv(site.path, features=features, label=LABEL)
+        X, y = scale(X, ranges), np.array([int(v) for v in raw])
+        rows, _ = split(len(X), task.validation_share, site_rng(task.seed, site.site, "split"))
+        data[site.site] = (X[rows], y[rows])
+    W, b = np.zeros((len(features), 1)), np.zeros(1)
+    for round_number in (1, 2):
+        updates = []
+        for slug in sorted(data):
+            X, y = data[slug]
+            rng = site_rng(task.seed, slug, "train", round_number)
+            w, c = W.copy(), b.copy()
+            for _ in range(task.epochs):
+                order = rng.permutation(len(X))
+                for start in range(0, len(X), task.batch_size):
+                    rows = order[start : start + task.batch_size]
+                    p = 1.0 / (1.0 + np.exp(-(X[rows] @ w + c)))
+                    error = (p - y[rows].reshape(-1, 1)) / len(rows)
+                    w = w - task.learning_rate * (X[rows].T @ error)
+                    c = c - task.learning_rate * error.sum(axis=0)
+            updates.append((w, c, len(X)))
+        total = sum(n for _w, _c, n in updates)
+        W = sum(n * w for w, _c, n in updates) / total
+        b = sum(n * c for _w, c, n in updates) / total
+    np.testing.assert_allclose(history[-1][0], W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(history[-1][1], b, rtol=1e-9, atol=1e-12)
