@@ -242,7 +242,15 @@ def test_limits_at_their_defaults_leave_the_terms_hash_as_it_was(ready):
     assert terms_sha256(other) != version.terms_sha256
 
 
-def test_an_amendment_sets_the_limits_and_refuses_nonsense(api_as, ready):
+def test_the_agreement_document_states_its_limits(client, ready):
+    client.force_login(ready.c.viewer)
+    page = text(client.get(reverse("agreement-detail", args=[SLUG, 1])))
+    assert "A run may use L2 regularisation of strength 0 to 1.0" in page
+    assert "a share of 0 to 0.5 of its rows for validation" in page
+    assert "Standardisation from the registered summaries" in page
+
+
+def test_an_amendment_sets_the_limits_and_refuses_nonsense(client, api_as, ready):
     version = AgreementVersion.objects.get(problem=ready.problem, status="effective")
     body = {
         "purpose": version.purpose,
@@ -270,3 +278,8 @@ def test_an_amendment_sets_the_limits_and_refuses_nonsense(api_as, ready):
     assert drafted.feature_scalings == ["none"]
     assert drafted.compute_terms_sha256() == drafted.terms_sha256
     assert good.json()["canonical_terms"]["terms"]["max_l2"] == 0.01
+    client.force_login(ready.a.admin)
+    compared = text(client.get(reverse("agreement-compare", args=[SLUG])))
+    assert "Strongest L2 regularisation a run may use" in compared
+    assert "Permitted feature scalings" in compared
+    assert "None: the values as recorded" in compared
