@@ -184,6 +184,9 @@ def test_demo_run_learns_as_well_as_central_training_and_is_audited(
     assert actions[-1] == "run.succeeded"
     assert audit_verify().ok
 
+    # The same, for every choice of the run's options beside these defaults.
+    every_run_option_trains_the_same_bits_as_the_in_process_loop(medical)
+
 
 # Every choice of the run's options the agreement permits, beside the defaults run above.
 OPTION_CHOICES = [
@@ -194,12 +197,12 @@ OPTION_CHOICES = [
 ]
 
 
-@pytest.mark.worker
-def test_every_run_option_trains_the_same_bits_as_the_in_process_loop(
-    broker_ready, transactional_db, medical
-):
+def every_run_option_trains_the_same_bits_as_the_in_process_loop(medical: Problem) -> None:
     """One worker for every choice (two short rounds each): the distributed run through the
-    broker and the site workers gives the in-process loop's final parameters, bit for bit."""
+    broker and the site workers gives the in-process loop's final parameters, bit for bit.
+
+    Called by the demo run's test, after it: the seeded alliance is the costly part.
+    """
     with workers(["coordinator", *site_queues(*SITES)]):
         done = [finished(launch(medical, rounds=2, local_epochs=2, **c)) for c in OPTION_CHOICES]
 
