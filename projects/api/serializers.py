@@ -744,6 +744,29 @@ class PolicyCheckSerializer(serializers.Serializer):
         default=None,
         help_text=gettext_lazy("Institution slugs; leave out for every eligible contributor."),
     )
+    l2 = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        help_text=gettext_lazy("The run's L2 strength; null: not asked about."),
+    )
+    validation_share = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=0,
+        max_value=1,
+        help_text=gettext_lazy("The share of rows each site keeps; null: not asked about."),
+    )
+    feature_scaling = NamedChoiceField(
+        enum_name="FeatureScaling",
+        choices=FeatureScaling.choices,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy("The run's feature scaling; null: not asked about."),
+    )
 
     def validate_dp_epsilon(self, value: float | None) -> float | None:
         if value is not None and not (0 < value < math.inf):

@@ -283,3 +283,20 @@ def test_an_amendment_sets_the_limits_and_refuses_nonsense(client, api_as, ready
     assert "Strongest L2 regularisation a run may use" in compared
     assert "Permitted feature scalings" in compared
     assert "None: the values as recorded" in compared
+
+
+def test_the_policy_check_answers_about_the_options_too(api_as, ready):
+    limit(ready, max_l2=0.5, max_validation_share=0.25, feature_scalings=["ranges"])
+    body = {"model_family": "logistic_regression", "min_contributors": 2}
+    check = reverse("api:problem-policy-check", args=[SLUG])
+    client = api_as(ready.a.researcher)
+    assert client.post(check, body, format="json").json()["allowed"] is True
+    answer = client.post(
+        check,
+        {**body, "l2": 0.6, "validation_share": 0.3, "feature_scaling": "standardise"},
+        format="json",
+    ).json()
+    assert answer["allowed"] is False
+    assert len(answer["reasons"]) == 3
+    within = {**body, "l2": 0.5, "validation_share": 0.0, "feature_scaling": "ranges"}
+    assert client.post(check, within, format="json").json()["allowed"] is True
