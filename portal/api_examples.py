@@ -235,6 +235,9 @@ REQUEST_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             "min_contributors": None,
             "round_deadline": 120,
             "seed": 42,
+            "l2": None,
+            "validation_share": 0.2,
+            "feature_scaling": "ranges",
         },
     ),
     # --- Notifications and webhooks -------------------------------------------------------------

@@ -90,6 +90,9 @@ def _compare(card: dict[str, Any], records: list[dict[str, Any]]) -> None:
             for key in ("strategy", "rounds", "seed", "terms_sha256"):
                 if payload.get(key) != training.get(key):
                     raise Mismatch(f"the card's training {key} is not what event {seq} recorded")
+            # Runs launched before the options were recorded have none to compare.
+            if "options" in payload and payload["options"] != training.get("options"):
+                raise Mismatch(f"the card's training options are not what event {seq} recorded")
         elif action == "round.closed":
             rows = [r for r in evaluation["per_round"] if r["round"] == payload.get("round")]
             if rows and rows[0]["started_from"] != payload.get("started_from_metrics", {}):

@@ -46,6 +46,9 @@ TERMS = {
     "revenue_sharing": _("revenue sharing"),
     "expires_on": _("expires on"),
     "clauses": _("further clauses"),
+    "max_l2": _("strongest L2 regularisation a run may use"),
+    "max_validation_share": _("largest share of its rows a site keeps for validation"),
+    "feature_scalings": _("permitted feature scalings"),
 }
 
 

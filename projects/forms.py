@@ -10,9 +10,22 @@ from django.utils.translation import gettext_lazy as _
 
 from alliance.models import Institution, Sector
 from portal.common import inputs
-from projects.models import DownloadScope, Metric, ModelFamily, Participation, Problem, TaskType
+from projects.models import (
+    DownloadScope,
+    FeatureScaling,
+    Metric,
+    ModelFamily,
+    Participation,
+    Problem,
+    TaskType,
+)
+from projects.models.agreement import LIMIT_DEFAULTS
 from projects.schema import COLUMN_TYPES, format_number
-from projects.services.agreements import MAX_CONTRIBUTORS
+from projects.services.agreements import (
+    MAX_CONTRIBUTORS,
+    MAX_L2_LIMIT,
+    MAX_VALIDATION_SHARE_LIMIT,
+)
 
 ROWS_PER_CLICK = 5
 MAX_SCHEMA_ROWS = 500
@@ -378,6 +391,35 @@ class AgreementForm(forms.Form):
         label=_("Expires on"), widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
     )
     clauses = forms.CharField(label=_("Further clauses"), widget=_textarea(5), required=False)
+    max_l2 = forms.FloatField(
+        label=_("Strongest L2 regularisation a run may use"),
+        min_value=0,
+        max_value=MAX_L2_LIMIT,
+        initial=LIMIT_DEFAULTS["max_l2"],
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text=_("A run chooses its L2 strength from 0 up to this. Empty: the default, 1."),
+    )
+    max_validation_share = forms.FloatField(
+        label=_("Largest share of its rows a site keeps for validation"),
+        min_value=0,
+        max_value=MAX_VALIDATION_SHARE_LIMIT,
+        initial=LIMIT_DEFAULTS["max_validation_share"],
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text=_(
+            "A run chooses the share from 0 (no local validation) up to this. Empty: the "
+            "default, 0.5."
+        ),
+    )
+    feature_scalings = forms.MultipleChoiceField(
+        label=_("Permitted feature scalings"),
+        choices=FeatureScaling.choices,
+        initial=LIMIT_DEFAULTS["feature_scalings"],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None ticked: every scaling is permitted, as by default."),
+    )
     change_note = forms.CharField(
         label=_("What changed and why"),
         widget=_textarea(2),
@@ -388,4 +430,6 @@ class AgreementForm(forms.Form):
     def terms(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
         data.pop("change_note", None)
+        if not data.get("feature_scalings"):
+            data["feature_scalings"] = None  # the default: every scaling
         return data

@@ -28,6 +28,7 @@ from projects.federation.strategies import STRATEGIES
 from projects.model_views import final_verdict
 from projects.models import (
     AgreementVersion,
+    FeatureScaling,
     ModelFamily,
     Problem,
     Strategy,
@@ -41,7 +42,15 @@ from projects.permissions import (
     may_download,
 )
 from projects.selectors import problem_run
-from projects.services.runs import DEFAULTS, LaunchConfig, limits, run_cancel, run_launch
+from projects.services.runs import (
+    DEFAULT_FAMILY_OPTIONS,
+    DEFAULTS,
+    MAX_L2,
+    LaunchConfig,
+    limits,
+    run_cancel,
+    run_launch,
+)
 from projects.services.sites import launch_warnings
 
 # The one option of each strategy the form offers, by the name the engine knows it by.
@@ -179,6 +188,20 @@ class RunLaunchForm(forms.Form):
         required=False,
         help_text=gettext_lazy("Empty: 1."),
     )
+    feature_scaling = forms.ChoiceField(
+        label=gettext_lazy("Feature scaling"),
+        choices=FeatureScaling.choices,
+        required=False,
+        help_text=gettext_lazy("How every site maps its feature values before training."),
+    )
+    validation_share = forms.FloatField(
+        label=gettext_lazy("Validation share"),
+        required=False,
+        help_text=gettext_lazy(
+            "The share of its rows each site keeps to score models on; 0: no local validation."
+        ),
+    )
+    l2 = forms.FloatField(label=gettext_lazy("L2 regularisation"), required=False)
 
     def __init__(self, *args: Any, agreement: AgreementVersion | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,6 +216,32 @@ class RunLaunchForm(forms.Form):
             "agreement requires (%(n)s)."
         ) % {"n": required}
         self._state_ranges()
+        if agreement is not None:
+            # Every scaling stays a choice, so the service refuses one the agreement does not
+            # permit with the same reason as the API; the page says which ones it permits.
+            self.fields["feature_scaling"].choices = [
+                (
+                    value,
+                    label
+                    if value in agreement.feature_scalings
+                    else _("%(label)s (not permitted by the agreement)") % {"label": label},
+                )
+                for value, label in FeatureScaling.choices
+            ]
+            self.fields["validation_share"].widget.attrs["max"] = agreement.max_validation_share
+            self.fields["validation_share"].help_text = _(
+                "From 0 (no local validation) to %(max)s, as the agreement permits: the share "
+                "of its rows each site keeps to score models on."
+            ) % {"max": _shown(agreement.max_validation_share)}
+        max_l2 = agreement.max_l2 if agreement is not None else MAX_L2
+        self.fields["l2"].widget.attrs.update(min=0, max=max_l2, step="any")
+        self.fields["l2"].help_text = _(
+            "From 0 (none) to %(max)s, as the agreement permits. Empty: the family's default "
+            "(%(default)s for logistic regression, else none)."
+        ) % {
+            "max": _shown(max_l2),
+            "default": _shown(DEFAULT_FAMILY_OPTIONS[ModelFamily.LOGISTIC_REGRESSION]["l2"]),
+        }
 
     def _state_ranges(self) -> None:
         """Each number's allowed range, said up front and given to the browser as min/max.
@@ -240,6 +289,11 @@ class RunLaunchForm(forms.Form):
             round_deadline=data["round_deadline"],
             seed=data["seed"],
             dp_options=dp or None,
+            validation_share=DEFAULTS["validation_share"]
+            if data.get("validation_share") is None
+            else data["validation_share"],
+            feature_scaling=data.get("feature_scaling") or DEFAULTS["feature_scaling"],
+            l2=data.get("l2"),
         )
 
     def add_service_errors(self, errors: dict[str, str], strategy: str) -> None:
@@ -260,6 +314,10 @@ class RunLaunchForm(forms.Form):
 def _launch_initial(agreement: AgreementVersion | None) -> dict[str, Any]:
     initial = {k: v for k, v in DEFAULTS.items() if k in RunLaunchForm.base_fields}
     families = agreement.model_families if agreement is not None else []
+    scalings = agreement.feature_scalings if agreement is not None else FeatureScaling.values
+    initial["feature_scaling"] = (
+        DEFAULTS["feature_scaling"] if DEFAULTS["feature_scaling"] in scalings else scalings[0]
+    )
     initial["model_family"] = (
         ModelFamily.LOGISTIC_REGRESSION
         if ModelFamily.LOGISTIC_REGRESSION in families or not families

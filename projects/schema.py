@@ -84,7 +84,18 @@ DESCRIPTION_KEYS = (
 # Every other key may be left out by a client and takes the default below. Whether the data is
 # personal is never assumed: it must be declared.
 REQUIRED_DESCRIPTION_KEYS = ("name", "site_key", "row_count", "sha256", "columns", "personal_data")
-COLUMN_KEYS = ("name", "type", "missing", "min", "max", "categories", "distinct", "counts")
+COLUMN_KEYS = (
+    "name",
+    "type",
+    "missing",
+    "min",
+    "max",
+    "categories",
+    "distinct",
+    "counts",
+    "mean",
+    "std",
+)
 REQUIRED_COLUMN_KEYS = ("name", "type", "missing")
 FEATURE_KEYS = ("name", "type", "unit", "min", "max", "categories", "required")
 
@@ -135,6 +146,10 @@ class _ColumnStats:
     numbers: set[float] | None = field(default_factory=set)
     # The label only: how many rows hold each value (the class balance a model card reports).
     tally: Counter[str] | None = None
+    # Welford's running mean and sum of squared deviations: a run may standardise with them.
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
 
     def add(self, raw: str) -> None:
         value = raw.strip()
@@ -157,6 +172,10 @@ class _ColumnStats:
             return
         self.minimum = number if self.minimum is None else min(self.minimum, number)
         self.maximum = number if self.maximum is None else max(self.maximum, number)
+        self.count += 1
+        delta = number - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (number - self.mean)
         if self.numbers is not None:
             self.numbers.add(number)
             if len(self.numbers) > self.cap:
@@ -182,6 +201,10 @@ class _ColumnStats:
             "categories": categories,
             "distinct": distinct,
         }
+        if self.numeric and self.count:
+            # The population standard deviation, as a central scaler computes it.
+            described["mean"] = self.mean
+            described["std"] = math.sqrt(max(self.m2, 0.0) / self.count)
         if self.tally is not None and categories is not None:
             # Counts per listed category (as written in the file, for a numeric label too).
             by_text = {
@@ -695,6 +718,22 @@ def _data_column_clean(
     if _is_number(low) and _is_number(high) and low > high:
         errors.append(_("Column “%(name)s”: the minimum is above the maximum.") % ref)
 
+    for key in ("mean", "std"):
+        value = column.get(key)
+        if value is not None and not _is_number(value):
+            errors.append(
+                _("Column “%(name)s”: %(key)s must be a finite number or null.")
+                % {**ref, "key": key}
+            )
+    if column_type == "categorical" and (
+        column.get("mean") is not None or column.get("std") is not None
+    ):
+        errors.append(
+            _("Column “%(name)s”: a categorical column has no mean or standard deviation.") % ref
+        )
+    if _is_number(column.get("std")) and column["std"] < 0:
+        errors.append(_("Column “%(name)s”: the standard deviation cannot be negative.") % ref)
+
     categories = column.get("categories")
     if categories is not None:
         if not isinstance(categories, list) or not all(
@@ -738,6 +777,7 @@ def _data_column_clean(
         "categories": list(categories) if categories is not None else None,
         "distinct": distinct,
         **({"counts": dict(counts)} if counts is not None else {}),
+        **{k: float(column[k]) for k in ("mean", "std") if column.get(k) is not None},
     }
 
 

@@ -51,6 +51,7 @@ from projects.models import (
     AgreementVersion,
     Dataset,
     DownloadScope,
+    FeatureScaling,
     Metric,
     ModelFamily,
     Participation,
@@ -974,6 +975,11 @@ def _term_text(name: str, value: Any) -> str:
         return ", ".join(str(labels.get(v, v)) for v in value or []) or "—"
     if name == "download_scope":
         return str(dict(DownloadScope.choices).get(value, value))
+    if name == "feature_scalings":
+        labels = dict(FeatureScaling.choices)
+        return ", ".join(str(labels.get(v, v)) for v in value or []) or "—"
+    if name in ("max_l2", "max_validation_share"):
+        return format_number(float(value))
     if name == "dp_max_epsilon":
         return _("not required") if value is None else format_number(float(value))
     if isinstance(value, bool):

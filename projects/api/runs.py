@@ -32,6 +32,7 @@ from projects.models import (
     Certification,
     Contribution,
     Evaluation,
+    FeatureScaling,
     ModelVersion,
     Release,
     Round,
@@ -106,6 +107,32 @@ class RunLaunchSerializer(serializers.Serializer):
             "Record-level differential privacy at the sites (DP-SGD): epsilon, the run's budget "
             "per dataset, and clip_norm, the bound on each example's gradient (default 1); "
             "null: none."
+        ),
+    )
+    feature_scaling = NamedChoiceField(
+        enum_name="FeatureScaling",
+        choices=FeatureScaling.choices,
+        default=DEFAULTS["feature_scaling"],
+        help_text=gettext_lazy(
+            "How every site maps its features: ranges (min-max to the agreed ranges), "
+            "standardise (pooled mean and deviation of the registered summaries) or none; one "
+            "the effective agreement permits."
+        ),
+    )
+    validation_share = serializers.FloatField(
+        default=DEFAULTS["validation_share"],
+        help_text=gettext_lazy(
+            "The share of its rows each site keeps to score models on, from 0 (no local "
+            "validation) to what the effective agreement permits."
+        ),
+    )
+    l2 = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy(
+            "L2 regularisation strength, from 0 (none) to what the effective agreement permits; "
+            "null: the family's default (0.003 for logistic regression, else none)."
         ),
     )
 
@@ -205,6 +232,9 @@ class RunDetailSerializer(RunSerializer):
 
     strategy_options = serializers.DictField(child=serializers.FloatField(), read_only=True)
     family_options = serializers.DictField(read_only=True)
+    l2 = serializers.FloatField(
+        read_only=True, help_text=gettext_lazy("The L2 strength the sites train with.")
+    )
     reasons = serializers.ListField(
         child=serializers.CharField(),
         read_only=True,
@@ -223,6 +253,9 @@ class RunDetailSerializer(RunSerializer):
         fields = [
             *RunSerializer.Meta.fields,
             "family_options",
+            "l2",
+            "validation_share",
+            "feature_scaling",
             "strategy_options",
             "local_epochs",
             "batch_size",

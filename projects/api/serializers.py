@@ -21,6 +21,7 @@ from projects.models import (
     AgreementVersion,
     Dataset,
     DownloadScope,
+    FeatureScaling,
     Metric,
     ModelFamily,
     Participation,
@@ -29,8 +30,13 @@ from projects.models import (
     ProblemRevision,
     TaskType,
 )
+from projects.models.agreement import LIMIT_DEFAULTS
 from projects.schema import COLUMN_TYPES
-from projects.services.agreements import MAX_CONTRIBUTORS
+from projects.services.agreements import (
+    MAX_CONTRIBUTORS,
+    MAX_L2_LIMIT,
+    MAX_VALIDATION_SHARE_LIMIT,
+)
 
 
 class NamedChoiceField(serializers.ChoiceField):
@@ -545,6 +551,16 @@ class TermsSerializer(serializers.Serializer):
     revenue_sharing = serializers.CharField(allow_blank=True)
     expires_on = serializers.DateField()
     clauses = serializers.CharField(allow_blank=True)
+    max_l2 = serializers.FloatField(
+        help_text=gettext_lazy("The strongest L2 regularisation a run may use.")
+    )
+    max_validation_share = serializers.FloatField(
+        help_text=gettext_lazy("The largest share of its rows a site keeps for validation.")
+    )
+    feature_scalings = serializers.ListField(
+        child=NamedChoiceField(enum_name="FeatureScaling", choices=FeatureScaling.choices),
+        help_text=gettext_lazy("The feature scalings a run may choose."),
+    )
 
 
 class AgreementDraftSerializer(serializers.Serializer):
@@ -565,6 +581,29 @@ class AgreementDraftSerializer(serializers.Serializer):
     revenue_sharing = serializers.CharField(required=False, allow_blank=True, default="")
     expires_on = serializers.DateField()
     clauses = serializers.CharField(required=False, allow_blank=True, default="")
+    max_l2 = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_L2_LIMIT,
+        default=LIMIT_DEFAULTS["max_l2"],
+        help_text=gettext_lazy("The strongest L2 regularisation a run may use."),
+    )
+    max_validation_share = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_VALIDATION_SHARE_LIMIT,
+        default=LIMIT_DEFAULTS["max_validation_share"],
+        help_text=gettext_lazy(
+            "The largest share of its rows a site keeps for validation (0: none)."
+        ),
+    )
+    feature_scalings = serializers.ListField(
+        child=NamedChoiceField(enum_name="FeatureScaling", choices=FeatureScaling.choices),
+        required=False,
+        allow_empty=False,
+        default=lambda: list(LIMIT_DEFAULTS["feature_scalings"]),
+        help_text=gettext_lazy("The feature scalings a run may choose."),
+    )
     change_note = serializers.CharField(required=False, allow_blank=True, default="")
 
 

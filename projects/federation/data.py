@@ -1,9 +1,10 @@
 """A site's data: reading its CSV file, encoding labels, scaling and splitting rows.
 
-Only the site ever calls these on its own file; nothing read here travels. Scaling uses the
-feature ranges the participants agreed on (the problem's schema), not the site's own minimum and
-maximum, so every site maps a value to the same number and the global model means the same
-thing everywhere.
+Only the site ever calls these on its own file; nothing read here travels. Scaling uses values
+every site shares, never the site's own statistics, so every site maps a value to the same
+number and the global model means the same thing everywhere: by default the feature ranges the
+participants agreed on (the problem's schema); a run may instead standardise with the pooled
+mean and standard deviation of the registered summaries, or leave the values as recorded.
 """
 
 import csv
@@ -135,6 +136,33 @@ def scale(X: np.ndarray, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
     width = high - low
     safe = np.where(width == 0, 1.0, width)
     return np.where(width == 0, 0.0, (X - low) / safe)
+
+
+def standardise(X: np.ndarray, stats: Sequence[tuple[float, float]]) -> np.ndarray:
+    """(x - mean) / deviation, feature by feature (a constant feature maps to 0)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != len(stats):
+        raise ValueError(f"{len(stats)} feature summaries for {X.shape[-1]} features.")
+    mean = np.array([float(s[0]) for s in stats])
+    deviation = np.array([float(s[1]) for s in stats])
+    safe = np.where(deviation == 0, 1.0, deviation)
+    return np.where(deviation == 0, 0.0, (X - mean) / safe)
+
+
+def transform(
+    X: np.ndarray,
+    scaling: str,
+    ranges: Sequence[tuple[float, float]],
+    stats: Sequence[tuple[float, float]] = (),
+) -> np.ndarray:
+    """The features as the model sees them, by the run's scaling (see the module's docstring)."""
+    if scaling == "ranges":
+        return scale(X, ranges)
+    if scaling == "standardise":
+        return standardise(X, stats)
+    if scaling == "none":
+        return np.asarray(X, dtype=np.float64)
+    raise ValueError(f"Unknown feature scaling {scaling!r}.")
 
 
 def split(

@@ -134,6 +134,8 @@ def train_central(
             label=base_task.label,
             classes=base_task.classes,
             feature_ranges=base_task.feature_ranges,
+            scaling=base_task.spec.scaling,
+            feature_stats=base_task.spec.feature_stats,
         )
         train_rows, _ = split(
             len(X), base_task.validation_share, site_rng(base_task.seed, slug, "split")

@@ -47,6 +47,9 @@ HEARTBEAT_DOMAIN = "fl-portal/heartbeat/v1"
 KINDS = ("train", "evaluate", "validate", "score")
 MAX_CANDIDATES = 4096
 TASKS = ("classification", "regression")
+# How a site maps its feature values: min-max to the agreed ranges, standardisation with the
+# pooled mean and standard deviation of the registered summaries, or not at all.
+SCALINGS = ("ranges", "standardise", "none")
 # A sample count is stored in a 32-bit column: a claim at or above this cannot be a row count.
 MAX_COUNT = 2**31 - 1
 MAX_TEXT = 200
@@ -199,7 +202,13 @@ class DpSpec:
 
 @dataclass(frozen=True)
 class LearningSpec:
-    """Features, label, classes and scaling ranges: how every site reads its file alike."""
+    """Features, label, classes and scaling: how every site reads its file alike.
+
+    ``scaling`` is one of ``SCALINGS``; ``feature_stats`` holds one (mean, standard deviation)
+    pair per feature for ``"standardise"`` and nothing otherwise. The default scaling
+    (``"ranges"``) leaves both out of the JSON form, so that specs written before there was a
+    choice keep their bytes.
+    """
 
     features: tuple[str, ...]
     label: str
@@ -208,6 +217,8 @@ class LearningSpec:
     task: str  # "classification" or "regression"
     metric: str = ""
     dp: DpSpec | None = None  # differential privacy at the sites; None: none
+    scaling: str = "ranges"
+    feature_stats: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         # Tuples whatever the caller passed: a spec is a value (hashable, comparable).
@@ -223,9 +234,22 @@ class LearningSpec:
             raise ProtocolError(
                 "malformed", {"field": "feature_ranges", "problem": "one range per feature"}
             )
+        object.__setattr__(
+            self, "feature_stats", tuple((float(m), float(sd)) for m, sd in self.feature_stats)
+        )
+        if self.scaling not in SCALINGS:
+            raise ProtocolError("malformed", {"field": "scaling", "problem": "unknown scaling"})
+        wanted = len(self.features) if self.scaling == "standardise" else 0
+        if len(self.feature_stats) != wanted or any(
+            not (math.isfinite(m) and math.isfinite(sd) and sd >= 0) for m, sd in self.feature_stats
+        ):
+            raise ProtocolError(
+                "malformed",
+                {"field": "feature_stats", "problem": "one mean and deviation per feature"},
+            )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "features": list(self.features),
             "label": self.label,
             "classes": None if self.classes is None else list(self.classes),
@@ -235,31 +259,40 @@ class LearningSpec:
             # Only when set: a run without it keeps the bytes it always had.
             **({"dp": self.dp.to_json()} if self.dp is not None else {}),
         }
+        if self.scaling != "ranges":
+            data["scaling"] = self.scaling
+            data["feature_stats"] = [[float(m), float(sd)] for m, sd in self.feature_stats]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> "LearningSpec":
         if not isinstance(data, dict):
             raise ProtocolError("malformed", {"field": "spec", "problem": "not an object"})
         classes = _get(data, "classes")
-        ranges = _get(data, "feature_ranges")
-        if not isinstance(ranges, list) or len(ranges) > MAX_ITEMS:
-            raise ProtocolError("malformed", {"field": "feature_ranges", "problem": "not a list"})
-        pairs = []
-        for pair in ranges:
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise ProtocolError(
-                    "malformed", {"field": "feature_ranges", "problem": "not [low, high] pairs"}
-                )
-            pairs.append((_float({"r": pair[0]}, "r"), _float({"r": pair[1]}, "r")))
         return cls(
             features=_texts(_get(data, "features"), "features"),
             label=_text(data, "label"),
             classes=None if classes is None else _texts(classes, "classes"),
-            feature_ranges=tuple(pairs),
+            feature_ranges=_pairs(data, "feature_ranges"),
             task=_text(data, "task"),
             metric=_text(data, "metric") if "metric" in data else "",
             dp=DpSpec.from_json(data["dp"]) if data.get("dp") is not None else None,
+            scaling=_text(data, "scaling", 20) if "scaling" in data else "ranges",
+            feature_stats=_pairs(data, "feature_stats") if "feature_stats" in data else (),
         )
+
+
+def _pairs(data: Mapping[str, Any], key: str) -> tuple[tuple[float, float], ...]:
+    """A list of [number, number] pairs (ranges, or means and deviations)."""
+    value = _get(data, key)
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise ProtocolError("malformed", {"field": key, "problem": "not a list"})
+    pairs = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ProtocolError("malformed", {"field": key, "problem": "not pairs of numbers"})
+        pairs.append((_float({"r": pair[0]}, "r"), _float({"r": pair[1]}, "r")))
+    return tuple(pairs)
 
 
 # --- One round's work at one site -----------------------------------------------------------
@@ -708,6 +741,7 @@ __all__ = [
     "MAX_COUNT",
     "PROTOCOL",
     "REPLY_DOMAIN",
+    "SCALINGS",
     "TASK_DOMAIN",
     "WORKER_VERSION",
     "DatasetRef",

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from projects.federation import privacy
-from projects.federation.data import DataError, encode_labels, file_sha256, load_csv, scale, split
+from projects.federation.data import (
+    DataError,
+    encode_labels,
+    file_sha256,
+    load_csv,
+    split,
+    transform,
+)
 from projects.federation.families import (
     CLASSIFICATION,
     ModelFamily,
@@ -123,6 +130,8 @@ def read_site_file(
     label: str,
     classes: Sequence[str] | None,
     feature_ranges: Sequence[tuple[float, float]],
+    scaling: str = "ranges",
+    feature_stats: Sequence[tuple[float, float]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled features and encoded labels of a file; SiteRefusal with the data error's code."""
     try:
@@ -137,7 +146,10 @@ def read_site_file(
             {"reason": "feature_ranges"},
             f"{len(feature_ranges)} feature ranges for {len(features)} features.",
         )
-    return scale(X, feature_ranges), y
+    try:
+        return transform(X, scaling, feature_ranges, feature_stats), y
+    except ValueError as exc:
+        raise SiteRefusal("invalid_task", {"reason": "scaling"}, str(exc)) from exc
 
 
 def _check_file(path: Path) -> None:
@@ -180,7 +192,7 @@ class VerifiedData:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scaled features and encoded labels of a file that has the registered hash."""
         _check_file(path)
-        spec = (task.features, task.label, task.classes, task.feature_ranges)
+        spec = task.spec
         key = (self._identity(path), expected_sha256, spec)
         with self._lock:
             found = self._entries.get(key)
@@ -201,6 +213,8 @@ class VerifiedData:
             label=task.label,
             classes=task.classes,
             feature_ranges=task.feature_ranges,
+            scaling=task.spec.scaling,
+            feature_stats=task.spec.feature_stats,
         )
         if self._identity(path) != key[0]:
             # Written to while it was read: use what was read once, remember nothing.
@@ -387,6 +401,8 @@ def evaluate_on_file(
     label: str,
     classes: Sequence[str] | None,
     feature_ranges: Sequence[tuple[float, float]],
+    scaling: str = "ranges",
+    feature_stats: Sequence[tuple[float, float]] = (),
 ) -> dict[str, float]:
     """Scores of ``params`` on every row of a file (a validator's held-out set), plus ``rows``."""
     path = Path(path)
@@ -394,7 +410,13 @@ def evaluate_on_file(
     model = family_for(family, family_options)
     n_outputs_for(model, classes)
     X, y = read_site_file(
-        path, features=features, label=label, classes=classes, feature_ranges=feature_ranges
+        path,
+        features=features,
+        label=label,
+        classes=classes,
+        feature_ranges=feature_ranges,
+        scaling=scaling,
+        feature_stats=feature_stats,
     )
     try:
         metrics = model.evaluate([np.asarray(p, dtype=np.float64) for p in params], X, y)

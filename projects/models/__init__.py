@@ -3,6 +3,7 @@ from projects.models.agreement import (
     AgreementApproval,
     AgreementVersion,
     DownloadScope,
+    FeatureScaling,
     ModelFamily,
 )
 from projects.models.dataset import Dataset
@@ -36,6 +37,7 @@ __all__ = [
     "Dataset",
     "DownloadScope",
     "Evaluation",
+    "FeatureScaling",
     "Metric",
     "ModelFamily",
     "ModelVersion",

@@ -13,6 +13,14 @@ class ModelFamily(models.TextChoices):
     MLP = "mlp", _("Multilayer perceptron")
 
 
+class FeatureScaling(models.TextChoices):
+    """How every site maps its feature values before training (the same way at every site)."""
+
+    RANGES = "ranges", _("Min-max to the agreed ranges")
+    STANDARDISE = "standardise", _("Standardisation from the registered summaries")
+    NONE = "none", _("None: the values as recorded")
+
+
 class DownloadScope(models.TextChoices):
     PARTICIPANTS = "participants", _("Participants of the problem")
     MEMBERS = "members", _("Every alliance member")
@@ -31,7 +39,22 @@ TERM_FIELDS = (
     "revenue_sharing",
     "expires_on",
     "clauses",
+    "max_l2",
+    "max_validation_share",
+    "feature_scalings",
 )
+# Limits on a run's options, added to the terms later. A version whose limit is the default
+# leaves it out of its canonical terms, so the hash every earlier approval recorded still
+# holds; these defaults are therefore part of the canonical form and never change.
+LIMIT_DEFAULTS: dict[str, object] = {
+    "max_l2": 1.0,
+    "max_validation_share": 0.5,
+    "feature_scalings": sorted(FeatureScaling.values),
+}
+
+
+def _all_scalings() -> list[str]:
+    return sorted(FeatureScaling.values)
 
 
 class AgreementVersion(models.Model):
@@ -76,6 +99,17 @@ class AgreementVersion(models.Model):
     revenue_sharing = models.TextField(_("revenue sharing"), blank=True)
     expires_on = models.DateField(_("expires on"))
     clauses = models.TextField(_("further clauses"), blank=True)
+    max_l2 = models.FloatField(
+        _("strongest L2 regularisation a run may use"),
+        default=LIMIT_DEFAULTS["max_l2"],
+        help_text=_("A run chooses its L2 strength from 0 up to this."),
+    )
+    max_validation_share = models.FloatField(
+        _("largest share of its rows a site keeps for validation"),
+        default=LIMIT_DEFAULTS["max_validation_share"],
+        help_text=_("A run chooses the share from 0 (no local validation) up to this."),
+    )
+    feature_scalings = models.JSONField(_("permitted feature scalings"), default=_all_scalings)
     change_note = models.TextField(_("what changed and why"), blank=True)
     terms_sha256 = models.CharField(_("SHA-256 of the canonical terms"), max_length=64)
     created_by = models.ForeignKey(
@@ -112,6 +146,10 @@ class AgreementVersion(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("agreement-detail", args=[self.problem.slug, self.number])
 
+    def feature_scaling_labels(self) -> list[str]:
+        labels = dict(FeatureScaling.choices)
+        return [str(labels.get(v, v)) for v in self.feature_scalings]
+
     def terms(self) -> dict:
         return {field: getattr(self, field) for field in TERM_FIELDS}
 
@@ -132,6 +170,14 @@ def canonical_terms(*, problem_slug: str, number: int, terms: dict) -> dict:
     clean["expires_on"] = expires.isoformat() if hasattr(expires, "isoformat") else expires
     if clean["dp_max_epsilon"] is not None:
         clean["dp_max_epsilon"] = float(clean["dp_max_epsilon"])
+    for name in ("max_l2", "max_validation_share"):
+        if name in clean:
+            clean[name] = float(clean[name])
+    if "feature_scalings" in clean:
+        clean["feature_scalings"] = sorted(clean["feature_scalings"])
+    for name, default in LIMIT_DEFAULTS.items():
+        if clean.get(name, default) == default:
+            clean.pop(name, None)
     return {"problem": problem_slug, "version": number, "terms": clean}
 
 

@@ -10,7 +10,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
-from projects.models.agreement import ModelFamily
+from projects.models.agreement import FeatureScaling, ModelFamily
 
 
 class Strategy(models.TextChoices):
@@ -67,6 +67,15 @@ class TrainingRun(models.Model):
     min_contributors = models.PositiveIntegerField(_("minimum contributors per round"))
     round_deadline = models.PositiveIntegerField(_("round deadline (seconds)"))
     seed = models.PositiveIntegerField(_("seed"))
+    validation_share = models.FloatField(
+        _("share of its rows each site keeps for validation"), default=0.2
+    )
+    feature_scaling = models.CharField(
+        _("feature scaling"),
+        max_length=12,
+        choices=FeatureScaling.choices,
+        default=FeatureScaling.RANGES,
+    )
     max_update_norm = models.FloatField(_("largest accepted update norm"))
     max_update_bytes = models.PositiveIntegerField(_("largest accepted update (bytes)"))
     # What every site needs to read its data the same way: features, label, classes, ranges.
@@ -106,6 +115,21 @@ class TrainingRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def l2(self) -> float:
+        """The L2 strength the sites train with (a model option; 0 when none is set)."""
+        value = (self.family_options or {}).get("l2", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    @property
+    def options(self) -> dict[str, float | str]:
+        """The options chosen within the agreement's limits, as the model's records state them."""
+        return {
+            "l2": self.l2,
+            "validation_share": self.validation_share,
+            "feature_scaling": self.feature_scaling,
+        }
 
 
 class Round(models.Model):

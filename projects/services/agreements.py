@@ -17,16 +17,20 @@ from projects.models import (
     AgreementApproval,
     AgreementVersion,
     DownloadScope,
+    FeatureScaling,
     ModelFamily,
     Participation,
     Problem,
 )
-from projects.models.agreement import canonical_terms, terms_sha256
+from projects.models.agreement import LIMIT_DEFAULTS, canonical_terms, terms_sha256
 from projects.services.common import notify, require_problem_perm
 
 MAX_TEXT = 20000
 # The most contributors a round may require: beyond any alliance, and within every integer column.
 MAX_CONTRIBUTORS = 1000
+# The bounds within which an agreement sets a run's limits.
+MAX_L2_LIMIT = 100.0
+MAX_VALIDATION_SHARE_LIMIT = 0.9
 
 
 def contributor_ids(problem: Problem) -> set[int]:
@@ -120,6 +124,7 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
         errors["expires_on"] = [_("The expiry date must be in the future.")]
     clean["expires_on"] = expires
     clean["clauses"] = (terms.get("clauses") or "").strip()[:MAX_TEXT]
+    _clean_limits(terms, clean, errors)
     unknown_fields = set(terms) - set(clean)
     if unknown_fields:
         errors["non_field_errors"] = [
@@ -128,6 +133,48 @@ def _clean_terms(terms: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ValidationError(errors)
     return clean
+
+
+def _limit(value: Any, low: float, high: float) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if low <= value <= high else None
+
+
+def _clean_limits(terms: dict[str, Any], clean: dict[str, Any], errors: dict[str, Any]) -> None:
+    """The limits on a run's options; a term left out (or empty) takes its default."""
+    for name, high, message in (
+        ("max_l2", MAX_L2_LIMIT, _("The strongest L2 strength is a number from 0 to %(high)s.")),
+        (
+            "max_validation_share",
+            MAX_VALIDATION_SHARE_LIMIT,
+            _("The largest validation share is a number from 0 to %(high)s."),
+        ),
+    ):
+        raw = terms.get(name)
+        value = LIMIT_DEFAULTS[name] if raw in (None, "") else _limit(raw, 0.0, high)
+        if value is None:
+            errors[name] = [message % {"high": high}]
+            value = LIMIT_DEFAULTS[name]
+        clean[name] = value
+    scalings = terms.get("feature_scalings")
+    if scalings in (None, ""):
+        scalings = LIMIT_DEFAULTS["feature_scalings"]
+    if not isinstance(scalings, list | tuple) or not scalings:
+        errors["feature_scalings"] = [_("Permit at least one feature scaling.")]
+        scalings = LIMIT_DEFAULTS["feature_scalings"]
+    elif any(s not in FeatureScaling.values for s in scalings):
+        errors["feature_scalings"] = [
+            _("Unknown feature scalings; choose from %(known)s.")
+            % {"known": ", ".join(FeatureScaling.values)}
+        ]
+        scalings = LIMIT_DEFAULTS["feature_scalings"]
+    clean["feature_scalings"] = sorted(set(scalings))
 
 
 @transaction.atomic

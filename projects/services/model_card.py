@@ -20,6 +20,7 @@ from projects.models import (
     ProblemRevision,
     Release,
     Round,
+    TrainingRun,
 )
 
 CARD_SCHEMA = "fl-portal/model-card/v1"
@@ -118,6 +119,7 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "created_at": model.created_at.isoformat(),
             "family": run.model_family,
             "family_options": run.family_options,
+            "inputs": _inputs(run),
             "owners": sorted({d.institution.name for d in datasets.values()}),
         },
         "intended_use": {
@@ -147,6 +149,7 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
             "local_epochs": run.local_epochs,
             "batch_size": run.batch_size,
             "learning_rate": run.learning_rate,
+            "options": run.options,
             "seed": run.seed,
             "min_contributors": run.min_contributors,
             "agreement_version": agreement.number,
@@ -225,8 +228,24 @@ def model_card(model: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _inputs(run: TrainingRun) -> dict[str, Any]:
+    """What the model reads, and how its inputs are scaled: what it needs to be applied."""
+    spec = run.spec or {}
+    scaling = spec.get("scaling", "ranges")
+    inputs: dict[str, Any] = {"features": spec.get("features", []), "scaling": scaling}
+    if scaling == "ranges":
+        inputs["feature_ranges"] = spec.get("feature_ranges", [])
+    elif scaling == "standardise":
+        inputs["feature_stats"] = spec.get("feature_stats", [])
+    return inputs
+
+
 def _figures(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float))
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(options.items())) or "-"
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:
@@ -259,6 +278,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"- {t['strategy']} {t['strategy_options']}, {t['rounds']} {_('rounds')}, "
         f"{t['local_epochs']} {_('local epochs')}, {_('batch')} {t['batch_size']}, "
         f"{_('learning rate')} {t['learning_rate']}, {_('seed')} {t['seed']}",
+        f"- {_('Options')}: {_options_text(t.get('options') or {})}",
         f"- {_('Agreement version')} {t['agreement_version']}, "
         f"{_('terms SHA-256')} `{t['terms_sha256']}`",
         "",

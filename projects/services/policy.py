@@ -19,6 +19,7 @@ from projects.models import (
     AgreementApproval,
     AgreementVersion,
     Dataset,
+    FeatureScaling,
     ModelFamily,
     Participation,
     Problem,
@@ -37,6 +38,10 @@ class RunConfig:
     agreement_version: int | None = None  # the version a running run was launched under
     contributors: tuple[str, ...] | None = None  # institution slugs; None: every eligible one
     on: datetime.date | None = None  # the day to judge expiry on; today by default
+    # The run's options the agreement limits; None: not asked about.
+    l2: float | None = None
+    validation_share: float | None = None
+    feature_scaling: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,44 @@ def _with_site_keys(
     ]
 
 
+def option_refusals(agreement: AgreementVersion, config: RunConfig) -> list[str]:
+    """Why the run's options (L2, validation share, feature scaling) exceed the agreement."""
+    n = agreement.number
+    reasons: list[str] = []
+    if config.l2 is not None and config.l2 > agreement.max_l2:
+        reasons.append(
+            _(
+                "The run's L2 strength %(l2)s exceeds the strongest agreement version %(n)s "
+                "permits (%(max)s)."
+            )
+            % {"l2": config.l2, "n": n, "max": agreement.max_l2}
+        )
+    share = config.validation_share
+    if share is not None and share > agreement.max_validation_share:
+        reasons.append(
+            _(
+                "The run's validation share %(share)s exceeds the largest agreement version "
+                "%(n)s permits (%(max)s)."
+            )
+            % {"share": share, "n": n, "max": agreement.max_validation_share}
+        )
+    scaling = config.feature_scaling
+    if scaling is not None and scaling not in agreement.feature_scalings:
+        labels = dict(FeatureScaling.choices)
+        reasons.append(
+            _(
+                "Agreement version %(n)s does not permit the feature scaling %(scaling)s "
+                "(permitted: %(permitted)s)."
+            )
+            % {
+                "n": n,
+                "scaling": labels.get(scaling, scaling),
+                "permitted": ", ".join(agreement.feature_scaling_labels()),
+            }
+        )
+    return reasons
+
+
 def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
     """Whether ``config`` may run on ``problem`` under its effective agreement, and why not."""
     # The caller may hold the problem since a run started; a revision since then must count.
@@ -259,6 +302,7 @@ def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
                 )
                 % {"epsilon": epsilon, "ceiling": ceiling, "n": n}
             )
+        reasons.extend(option_refusals(agreement, config))
     eligible, excluded = eligible_contributors(problem, agreement)
     eligible, keyless = _with_site_keys(eligible)
     excluded.extend(keyless)

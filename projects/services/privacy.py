@@ -23,7 +23,7 @@ from alliance.models import Institution
 from alliance.permissions import membership_of
 from alliance.services.audit import audit_record
 from projects.federation import privacy
-from projects.federation.protocol import VALIDATION_SHARE, DpSpec
+from projects.federation.protocol import DpSpec
 from projects.models import (
     AgreementVersion,
     Dataset,
@@ -84,7 +84,11 @@ def reserved_events(dataset: Dataset) -> list[tuple[privacy.Event, int]]:
         if not raw or remaining <= 0:
             continue
         event = planned_event(
-            dataset, dp=DpSpec.from_json(raw), batch_size=run.batch_size, epochs=run.local_epochs
+            dataset,
+            dp=DpSpec.from_json(raw),
+            batch_size=run.batch_size,
+            epochs=run.local_epochs,
+            validation_share=run.validation_share,
         )
         events.append((event, remaining))
     return events
@@ -109,10 +113,16 @@ class Projection:
         return self.ceiling is None or self.total <= self.ceiling
 
 
-def planned_event(dataset: Dataset, *, dp: DpSpec, batch_size: int, epochs: int) -> privacy.Event:
-    """One round's event at ``dataset`` under the run's DP-SGD settings."""
+def planned_event(
+    dataset: Dataset, *, dp: DpSpec, batch_size: int, epochs: int, validation_share: float
+) -> privacy.Event:
+    """One round's event at ``dataset`` under the run's DP-SGD settings.
+
+    The site trains on the rows its validation share leaves (fewer rows: each is sampled more
+    often, and spends more), so the share is the run's own, as the site computes it.
+    """
     return privacy.round_event(
-        rows=privacy.training_rows(dataset.row_count, VALIDATION_SHARE),
+        rows=privacy.training_rows(dataset.row_count, validation_share),
         batch_size=batch_size,
         epochs=epochs,
         noise_multiplier=dp.noise_multiplier,
@@ -171,13 +181,20 @@ def budget_projections(
     batch_size: int,
     epochs: int,
     rounds: int,
+    validation_share: float,
     reserve: bool = False,
 ) -> list[Projection]:
     """The planned run's projection for each dataset, against the DP spec's ceiling."""
     return [
         budget_projection(
             dataset,
-            event=planned_event(dataset, dp=dp, batch_size=batch_size, epochs=epochs),
+            event=planned_event(
+                dataset,
+                dp=dp,
+                batch_size=batch_size,
+                epochs=epochs,
+                validation_share=validation_share,
+            ),
             rounds=rounds,
             ceiling=dp.ceiling,
             delta=dp.delta,
@@ -216,7 +233,13 @@ def privacy_spend_round(*, round_: Round, sites: Sequence[SiteRound]) -> list[Pr
             dataset=dataset, run=run, round_number=round_.number
         ).exists():
             continue
-        event = planned_event(dataset, dp=dp, batch_size=run.batch_size, epochs=run.local_epochs)
+        event = planned_event(
+            dataset,
+            dp=dp,
+            batch_size=run.batch_size,
+            epochs=run.local_epochs,
+            validation_share=run.validation_share,
+        )
         before = _events(ledger_spends(dataset))
         spend = PrivacySpend.objects.create(
             dataset=dataset,

@@ -172,10 +172,12 @@ def _ask(
 def final_evaluations(run: TrainingRun, model: ModelVersion) -> None:
     """The run just succeeded (caller's transaction): score its final model everywhere.
 
-    Contributors score it on their validation rows (the model's own figures); validators on
-    their held-out files (its certification).
+    Contributors score it on their validation rows (the model's own figures), unless the run
+    kept none (validation share 0); validators on their held-out files (its certification).
     """
-    contributors = _participants(run, Participation.Role.CONTRIBUTOR)
+    contributors = (
+        _participants(run, Participation.Role.CONTRIBUTOR) if run.validation_share > 0 else []
+    )
     validators = _participants(run, Participation.Role.VALIDATOR)
     _ask(model, contributors, Evaluation.Kind.EVALUATE, None)
     _ask(model, validators, Evaluation.Kind.VALIDATE, None)

@@ -184,3 +184,159 @@ def test_central_training_takes_slugs_from_the_directory_names(hospitals):
     by_site = train_central(sites, task, epochs=2)
     by_path = train_central([s.path for s in sites], task, epochs=2)
     assert encode_params(by_site) == encode_params(by_path)
+
+
+# --- The run's options: L2 strength, validation share, feature scaling -------------------------
+
+
+def _plain_sgd(X, y, *, epochs, batch_size, learning_rate, rng):
+    """Logistic regression by the textbook: minibatch SGD on the mean cross-entropy, no penalty."""
+    W, b = np.zeros((X.shape[1], 1)), np.zeros(1)
+    for _ in range(epochs):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch_size):
+            rows = order[start : start + batch_size]
+            p = 1.0 / (1.0 + np.exp(-(X[rows] @ W + b)))
+            error = (p - y[rows].reshape(-1, 1)) / len(rows)
+            W, b = W - learning_rate * (X[rows].T @ error), b - learning_rate * error.sum(axis=0)
+    return [W, b]
+
+
+def test_l2_zero_is_the_plain_unregularised_computation(hospitals):
+    from projects.federation.data import scale, split
+    from projects.federation.site import site_rng, train_on_site
+
+    sites, _, features, ranges = hospitals
+    site = sites[0]
+    task = base_task(features, ranges, family_options={"l2": 0.0}, site=site.site, round_number=1)
+    start = initial_params(task.family, task.family_options, len(features), 2, task.seed)
+    result = train_on_site(task, start, data_path=site.path, expected_sha256=site.sha256)
+
+    X, raw = load_csv(site.path, features=features, label=LABEL)
+    X, y = scale(X, ranges), np.array([int(v) for v in raw])
+    train_rows, _ = split(len(X), task.validation_share, site_rng(task.seed, site.site, "split"))
+    plain = _plain_sgd(
+        X[train_rows],
+        y[train_rows],
+        epochs=task.epochs,
+        batch_size=task.batch_size,
+        learning_rate=task.learning_rate,
+        rng=site_rng(task.seed, site.site, "train", 1),
+    )
+    for ours, theirs in zip(result.params, plain, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    # The default strength is a different model: the option is not ignored.
+    regularised = train_on_site(
+        dataclasses.replace(task, family_options={"l2": 0.003}),
+        start,
+        data_path=site.path,
+        expected_sha256=site.sha256,
+    )
+    assert not np.allclose(regularised.params[0], plain[0], rtol=1e-6)
+
+
+def test_a_validation_share_of_zero_trains_on_every_row_and_scores_nothing(hospitals):
+    from projects.federation.site import SiteRefusal, evaluate_on_site, train_on_site
+
+    sites, _, features, ranges = hospitals
+    site = sites[0]
+    task = base_task(features, ranges, validation_share=0.0, site=site.site, round_number=1)
+    start = initial_params(task.family, task.family_options, len(features), 2, task.seed)
+    result = train_on_site(task, start, data_path=site.path, expected_sha256=site.sha256)
+    assert result.sample_count == 192  # every row
+    assert result.metrics == {"validation_rows": 0.0}
+    assert result.global_metrics == {"validation_rows": 0.0}
+    with pytest.raises(SiteRefusal) as refused:
+        evaluate_on_site(
+            task, start, data_path=site.path, expected_sha256=site.sha256, holdout=False
+        )
+    assert refused.value.code == "empty"
+    # A held-out file is scored whole, whatever the share.
+    scored = evaluate_on_site(
+        task, start, data_path=site.path, expected_sha256=site.sha256, holdout=True
+    )
+    assert scored.sample_count == 192
+
+
+@pytest.mark.parametrize(
+    ("changes", "scaling"),
+    [
+        ({"family_options": {"l2": 0.0}}, "ranges"),
+        ({"family_options": {"l2": 0.1}, "validation_share": 0.0}, "ranges"),
+        ({"validation_share": 0.35}, "standardise"),
+        ({"learning_rate": 1e-4}, "none"),
+    ],
+)
+def test_every_option_is_reproducible_to_the_bit(hospitals, changes, scaling):
+    sites, _, features, ranges = hospitals
+    task = base_task(features, ranges, epochs=2, **changes)
+    if scaling != "ranges":
+        pooled = np.concatenate([load_csv(s.path, features=features, label=None)[0] for s in sites])
+        stats = (
+            tuple(zip(pooled.mean(0), pooled.std(0), strict=True))
+            if scaling == "standardise"
+            else ()
+        )
+        task = dataclasses.replace(
+            task, spec=dataclasses.replace(task.spec, scaling=scaling, feature_stats=stats)
+        )
+    one = run_in_process(sites, task, rounds=2, strategy="fedavg")
+    two = run_in_process(sites, task, rounds=2, strategy="fedavg")
+    assert all(np.array_equal(a, b) for a, b in zip(one[-1], two[-1], strict=True))
+    assert all(np.all(np.isfinite(p)) for p in one[-1])
+
+
+def test_standardisation_uses_the_shared_summaries_not_the_sites_own(hospitals):
+    from projects.federation.data import standardise, transform
+
+    sites, _, features, ranges = hospitals
+    pooled = np.concatenate([load_csv(s.path, features=features, label=None)[0] for s in sites])
+    stats = list(zip(pooled.mean(0), pooled.std(0), strict=True))
+    own = load_csv(sites[0].path, features=features, label=None)[0]
+    scaled = transform(own, "standardise", ranges, stats)
+    np.testing.assert_allclose(scaled, (own - pooled.mean(0)) / pooled.std(0), rtol=1e-12)
+    assert abs(scaled.mean()) > 1e-3  # not the site's own standardisation
+    assert np.array_equal(transform(own, "none", ranges), own)
+    constant = standardise(np.ones((3, 1)), [(1.0, 0.0)])
+    assert np.array_equal(constant, np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="Unknown feature scaling"):
+        transform(own, "zscore", ranges)
+
+
+def test_fedavg_without_l2_is_plain_fedavg_of_plain_sgd(hospitals):
+    """Two rounds of the portal's FedAvg with L2 0 are the textbook computation: every site runs
+    unregularised minibatch SGD from the global model, the coordinator averages by rows."""
+    from projects.federation.data import scale, split
+    from projects.federation.site import site_rng
+
+    sites, _, features, ranges = hospitals
+    task = base_task(features, ranges, family_options={"l2": 0.0}, epochs=3)
+    history = run_in_process(sites, task, rounds=2, strategy="fedavg")
+
+    data = {}
+    for site in sites:
+        X, raw = load_csv(site.path, features=features, label=LABEL)
+        X, y = scale(X, ranges), np.array([int(v) for v in raw])
+        rows, _ = split(len(X), task.validation_share, site_rng(task.seed, site.site, "split"))
+        data[site.site] = (X[rows], y[rows])
+    W, b = np.zeros((len(features), 1)), np.zeros(1)
+    for round_number in (1, 2):
+        updates = []
+        for slug in sorted(data):
+            X, y = data[slug]
+            rng = site_rng(task.seed, slug, "train", round_number)
+            w, c = W.copy(), b.copy()
+            for _ in range(task.epochs):
+                order = rng.permutation(len(X))
+                for start in range(0, len(X), task.batch_size):
+                    rows = order[start : start + task.batch_size]
+                    p = 1.0 / (1.0 + np.exp(-(X[rows] @ w + c)))
+                    error = (p - y[rows].reshape(-1, 1)) / len(rows)
+                    w = w - task.learning_rate * (X[rows].T @ error)
+                    c = c - task.learning_rate * error.sum(axis=0)
+            updates.append((w, c, len(X)))
+        total = sum(n for _w, _c, n in updates)
+        W = sum(n * w for w, _c, n in updates) / total
+        b = sum(n * c for _w, c, n in updates) / total
+    np.testing.assert_allclose(history[-1][0], W, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(history[-1][1], b, rtol=1e-9, atol=1e-12)

@@ -186,3 +186,38 @@ def test_the_databases_choices_are_the_engines():
 
     assert set(ModelFamily.values) == set(FAMILY_NAMES)
     assert set(Strategy.values) == set(STRATEGIES)
+
+
+def test_a_learning_spec_states_its_scaling_only_when_it_is_not_the_default():
+    from projects.federation.protocol import LearningSpec, ProtocolError
+
+    plain = LearningSpec(
+        features=("a", "b"),
+        label="y",
+        classes=None,
+        feature_ranges=((0, 1), (0, 2)),
+        task="regression",
+    )
+    assert "scaling" not in plain.to_json() and "feature_stats" not in plain.to_json()
+    standardised = LearningSpec(
+        features=("a", "b"),
+        label="y",
+        classes=None,
+        feature_ranges=((0, 1), (0, 2)),
+        task="regression",
+        scaling="standardise",
+        feature_stats=((0.5, 0.25), (1.0, 0.0)),
+    )
+    data = standardised.to_json()
+    assert data["scaling"] == "standardise"
+    assert data["feature_stats"] == [[0.5, 0.25], [1.0, 0.0]]
+    assert LearningSpec.from_json(data) == standardised
+    assert LearningSpec.from_json(plain.to_json()) == plain
+    for bad in (
+        {**data, "scaling": "zscore"},
+        {**data, "feature_stats": [[0.5, 0.25]]},  # one pair per feature
+        {**data, "feature_stats": [[0.5, -1.0], [1.0, 0.0]]},  # a negative deviation
+        {**plain.to_json(), "scaling": "none", "feature_stats": [[0.0, 1.0], [0.0, 1.0]]},
+    ):
+        with pytest.raises(ProtocolError):
+            LearningSpec.from_json(bad)

@@ -184,6 +184,51 @@ def test_demo_run_learns_as_well_as_central_training_and_is_audited(
     assert actions[-1] == "run.succeeded"
     assert audit_verify().ok
 
+    # The same, for every choice of the run's options beside these defaults.
+    every_run_option_trains_the_same_bits_as_the_in_process_loop(medical)
+
+
+# Every choice of the run's options the agreement permits, beside the defaults run above.
+OPTION_CHOICES = [
+    {"l2": 0.0},  # the unregularised model a centralised baseline fits
+    {"l2": 0.1, "validation_share": 0.0},  # no local validation at all
+    {"feature_scaling": "standardise", "validation_share": 0.35},
+    {"feature_scaling": "none", "learning_rate": 1e-4},  # raw values need a smaller step
+]
+
+
+def every_run_option_trains_the_same_bits_as_the_in_process_loop(medical: Problem) -> None:
+    """One worker for every choice (two short rounds each): the distributed run through the
+    broker and the site workers gives the in-process loop's final parameters, bit for bit.
+
+    Called by the demo run's test, after it: the seeded alliance is the costly part.
+    """
+    with workers(["coordinator", *site_queues(*SITES)]):
+        done = [finished(launch(medical, rounds=2, local_epochs=2, **c)) for c in OPTION_CHOICES]
+
+    for config, run in zip(OPTION_CHOICES, done, strict=True):
+        assert run.status == TrainingRun.Status.SUCCEEDED, (config, run.reasons)
+        final = runs.model_params(run.models.get(round_number=2))
+        expected = run_in_process(local_sites(run), base_task(run), rounds=2, strategy="fedavg")
+        assert all(np.array_equal(a, b) for a, b in zip(final, expected[-1], strict=True)), config
+        for name, value in config.items():
+            if name != "learning_rate":
+                assert run.options[name] == value
+    unregularised, unvalidated, standardised, raw = done
+    assert base_task(unregularised).family_options == {"l2": 0.0}
+    # No validation rows: no local validation metrics, and the run still succeeds.
+    assert all(r.metrics == {} and r.global_metrics == {} for r in unvalidated.round_set.all())
+    assert all(
+        s.metrics == {"validation_rows": 0.0}
+        for s in SiteRound.objects.filter(round__run=unvalidated)
+    )
+    assert not unvalidated.models.get(round_number=2).evaluations.filter(kind="evaluate")
+    assert unregularised.round_set.get(number=2).metrics["accuracy"] > 0.5
+    # Standardised with the pooled summaries the sites registered, one pair per feature.
+    spec = base_task(standardised).spec
+    assert spec.scaling == "standardise" and len(spec.feature_stats) == len(spec.features)
+    assert base_task(raw).spec.scaling == "none"
+
 
 @pytest.mark.worker
 def test_round_closes_at_the_deadline_with_quorum_when_a_site_worker_is_absent(

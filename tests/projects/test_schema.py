@@ -72,6 +72,9 @@ def test_describes_mixed_csv(tmp_path):
                 "max": 51.0,
                 "categories": ["34", "47", "51"],
                 "distinct": 3,
+                # The summaries a run standardises with (population deviation).
+                "mean": pytest.approx(44.0),
+                "std": pytest.approx((158 / 3) ** 0.5),
             },
             {
                 "name": "sex",
@@ -90,6 +93,8 @@ def test_describes_mixed_csv(tmp_path):
                 "max": 10.0,
                 "categories": ["-3", "1.5", "2", "10"],
                 "distinct": 4,
+                "mean": pytest.approx(2.625),
+                "std": pytest.approx(((1.125**2 + 0.625**2 + 5.625**2 + 7.375**2) / 4) ** 0.5),
             },
             {
                 "name": "comment",
@@ -109,6 +114,8 @@ def test_describes_mixed_csv(tmp_path):
                 "categories": ["0", "1"],
                 "distinct": 2,
                 "counts": {"0": 2, "1": 2},  # the label's class balance
+                "mean": pytest.approx(0.5),
+                "std": pytest.approx(0.5),
             },
         ],
         "personal_data": True,

@@ -235,6 +235,15 @@ def test_the_card_is_built_from_the_records(trained):
     assert actions[-1] == "model.released"
     text = model_card_markdown(card)
     assert final.sha256 in text and "## Provenance" in text
+    # The options it was trained with, and how its inputs are scaled to apply it.
+    assert card["training"]["options"] == {
+        "l2": 0.003,
+        "validation_share": 0.2,
+        "feature_scaling": "ranges",
+    }
+    inputs = card["model_details"]["inputs"]
+    assert inputs["scaling"] == "ranges"
+    assert inputs["feature_ranges"] == trained.spec["feature_ranges"]
 
 
 def _bundle(trained, tmp_path) -> Path:
@@ -282,6 +291,11 @@ TAMPERINGS = {
         "card.json",
         lambda b: b.replace(b'"certified": true', b'"certified": false'),
         "verdict differs",
+    ),
+    "card options": (
+        "card.json",
+        lambda b: b.replace(b'"validation_share": 0.2', b'"validation_share": 0.3'),
+        "training options are not what event",
     ),
     "event content": (
         "events.jsonl",

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 
 from alliance.models import Role
 from portal.common.errors import ApplicationError, error_text
-from projects.models import Problem, Round, Strategy, TrainingRun
+from projects.models import FeatureScaling, Problem, Round, Strategy, TrainingRun
 from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services import runs
 from projects.services.sites import launch_warnings
@@ -38,6 +38,24 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=runs.DEFAULTS["batch_size"])
         parser.add_argument("--deadline", type=int, default=runs.DEFAULTS["round_deadline"])
         parser.add_argument(
+            "--feature-scaling",
+            choices=FeatureScaling.values,
+            default=runs.DEFAULTS["feature_scaling"],
+            help=_("How every site scales its features."),
+        )
+        parser.add_argument(
+            "--validation-share",
+            type=float,
+            default=runs.DEFAULTS["validation_share"],
+            help=_("The share of its rows each site keeps for validation (0: none)."),
+        )
+        parser.add_argument(
+            "--l2",
+            type=float,
+            default=None,
+            help=_("L2 regularisation strength (0: none; default: the family's)."),
+        )
+        parser.add_argument(
             "--as",
             dest="username",
             help=_("Launch as this researcher (default: the first who may launch)."),
@@ -58,6 +76,9 @@ class Command(BaseCommand):
             learning_rate=opts["learning_rate"],
             batch_size=opts["batch_size"],
             round_deadline=opts["deadline"],
+            validation_share=opts["validation_share"],
+            feature_scaling=opts["feature_scaling"],
+            l2=opts["l2"],
         )
         try:
             run = runs.run_launch(actor=actor, problem=problem, config=config)

@@ -12,8 +12,10 @@
 from projects.services.runs.answers import rejection_text, update_receive
 from projects.services.runs.dispatch import round_task, site_message
 from projects.services.runs.launch import (
+    DEFAULT_FAMILY_OPTIONS,
     DEFAULTS,
     LIMITS,
+    MAX_L2,
     LaunchConfig,
     LaunchPlan,
     launch_errors,
@@ -33,7 +35,9 @@ from projects.services.runs.store import model_bytes, model_params, model_store
 
 __all__ = [
     "DEFAULTS",
+    "DEFAULT_FAMILY_OPTIONS",
     "LIMITS",
+    "MAX_L2",
     "LaunchConfig",
     "LaunchPlan",
     "Reconciler",

@@ -67,6 +67,7 @@ def round_task(run: TrainingRun, number: int, slug: str) -> RoundTask:
         seed=run.seed,
         round_number=number,
         site=slug,
+        validation_share=run.validation_share,
     )
 
 

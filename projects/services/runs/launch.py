@@ -24,8 +24,16 @@ from portal.common.errors import ApplicationError
 from projects.federation import encoding, privacy, strategies
 from projects.federation.families import get_family
 from projects.federation.loop import initial_params
-from projects.federation.protocol import VALIDATION_SHARE, DpSpec, LearningSpec
-from projects.models import Dataset, ModelFamily, Problem, Strategy, TaskType, TrainingRun
+from projects.federation.protocol import DpSpec, LearningSpec
+from projects.models import (
+    Dataset,
+    FeatureScaling,
+    ModelFamily,
+    Problem,
+    Strategy,
+    TaskType,
+    TrainingRun,
+)
 from projects.permissions import LAUNCH_ROLES, can_launch
 from projects.services.policy import PolicyDecision, RunConfig, run_policy_check
 from projects.services.privacy import budget_projections, budget_reason
@@ -43,10 +51,14 @@ DEFAULTS: dict[str, Any] = {
     "round_deadline": 120,
     "seed": 42,
     "strategy": Strategy.FEDAVG,
+    "validation_share": 0.2,
+    "feature_scaling": FeatureScaling.RANGES,
 }
 # A little L2 keeps the demo's logistic regression from landing a row either side of the
-# central model by the luck of its last step.
+# central model by the luck of its last step. A run may choose any strength the agreement
+# permits, 0 included (the unregularised model a centralised baseline fits).
 DEFAULT_FAMILY_OPTIONS: dict[str, dict[str, Any]] = {ModelFamily.LOGISTIC_REGRESSION: {"l2": 0.003}}
+MAX_L2 = 100.0  # the agreement's own limit is checked by the policy
 LIMITS: dict[str, tuple[float, float]] = {
     "rounds": (1, 500),
     "local_epochs": (1, 100),
@@ -54,7 +66,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     "learning_rate": (1e-6, 10.0),
     "round_deadline": (5, 0),  # upper bound: settings.FEDERATION_MAX_ROUND_DEADLINE
     "seed": (0, 2**31 - 1),
+    # 0: no local validation; the agreement may permit less than the upper bound.
+    "validation_share": (0.0, 0.9),
 }
+# Settings that take fractions rather than whole numbers.
+FRACTIONAL = ("learning_rate", "validation_share")
 
 
 def limits() -> dict[str, tuple[float, float]]:
@@ -84,14 +100,71 @@ class LaunchConfig:
     # Record-level differential privacy at the sites: {"epsilon": ..., "clip_norm": ...};
     # None: none.
     dp_options: dict[str, float] | None = None
+    # The share of its rows each site keeps to score models on; 0: no local validation.
+    validation_share: float = DEFAULTS["validation_share"]
+    # How every site scales its features (``FeatureScaling``).
+    feature_scaling: str = DEFAULTS["feature_scaling"]
+    # The L2 strength; None: the family's default (``DEFAULT_FAMILY_OPTIONS``, else none).
+    l2: float | None = None
+
+    def resolved_family_options(self) -> dict[str, Any]:
+        """The family's options the run trains with, the L2 strength among them."""
+        options = dict(self.family_options or DEFAULT_FAMILY_OPTIONS.get(self.model_family, {}))
+        if self.l2 is not None:
+            options["l2"] = float(self.l2)
+        return options
+
+    def resolved_l2(self) -> float:
+        value = self.resolved_family_options().get("l2", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
 
 
-def learning_spec(problem: Problem, datasets: list[Dataset], family: str) -> LearningSpec:
-    """Features, label, classes and scaling ranges every site reads its file with.
+def pooled_stats(datasets: list[Dataset], features: list[str]) -> list[tuple[float, float]]:
+    """Each feature's mean and standard deviation over every contributor's rows, pooled from
+    the summaries they registered (the population deviation, as a central scaler computes it).
+
+    Site i describes n_i values with mean m_i and deviation s_i; over all N of them the mean is
+    sum(n_i m_i) / N and the variance sum(n_i (s_i^2 + (m_i - mean)^2)) / N.
+    """
+    stats: list[tuple[float, float]] = []
+    for name in features:
+        parts: list[tuple[int, float, float]] = []
+        for dataset in sorted(datasets, key=lambda d: d.pk):
+            column = next((c for c in dataset.columns if c.get("name") == name), None)
+            if column is None or column.get("mean") is None or column.get("std") is None:
+                raise ApplicationError(
+                    _(
+                        "Standardisation needs every contributor's registered mean and standard "
+                        "deviation of %(feature)s; the description of %(dataset)s has none: "
+                        "describe the file again and register it anew."
+                    )
+                    % {"feature": name, "dataset": dataset.name}
+                )
+            count = int(dataset.row_count) - int(column.get("missing") or 0)
+            parts.append((count, float(column["mean"]), float(column["std"])))
+        total = sum(n for n, _m, _s in parts)
+        if total <= 0:
+            stats.append((0.0, 0.0))
+            continue
+        mean = math.fsum(n * m for n, m, _s in parts) / total
+        variance = math.fsum(n * (sd * sd + (m - mean) ** 2) for n, m, sd in parts) / total
+        stats.append((mean, math.sqrt(max(variance, 0.0))))
+    return stats
+
+
+def learning_spec(
+    problem: Problem,
+    datasets: list[Dataset],
+    family: str,
+    scaling: str = FeatureScaling.RANGES,
+) -> LearningSpec:
+    """Features, label, classes and scaling every site reads its file with.
 
     Inputs are the schema's required numeric features (an optional one may be missing from a
     site's file). Ranges come from the ratified schema's bounds, falling back to the registered
-    datasets' observed minimum and maximum, so every site scales its data identically.
+    datasets' observed minimum and maximum, so every site scales its data identically. With
+    ``scaling`` "standardise", the means and deviations are pooled from the datasets'
+    registered summaries (``pooled_stats``).
     """
     revision = problem.revisions.get(number=problem.current_revision)
     label = revision.label_column
@@ -149,13 +222,17 @@ def learning_spec(problem: Problem, datasets: list[Dataset], family: str) -> Lea
         feature_ranges=tuple(ranges),
         task="classification" if classification else "regression",
         metric=revision.metric,
+        scaling=str(scaling),
+        feature_stats=tuple(pooled_stats(datasets, features))
+        if scaling == FeatureScaling.STANDARDISE
+        else (),
     )
 
 
 def _check_number(name: str, value: Any, errors: dict[str, str]) -> None:
     low, high = limits()[name]
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    whole = name != "learning_rate"
+    whole = name not in FRACTIONAL
     if (
         not is_number
         or not math.isfinite(value)
@@ -195,11 +272,29 @@ def launch_errors(config: LaunchConfig) -> dict[str, str]:
                 strategies.strategy_options(config.strategy, config.strategy_options)
             except (ValueError, TypeError) as exc:
                 errors["strategy_options"] = str(exc)
-    if config.model_family in ModelFamily.values:
+    if not isinstance(config.family_options, dict):
+        errors["family_options"] = _("Give the model's options as names and values.")
+    elif config.l2 is not None:
+        value = config.l2
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value <= MAX_L2
+        ):
+            errors["l2"] = _("Give a number between %(low)s and %(high)s.") % {
+                "low": 0,
+                "high": MAX_L2,
+            }
+        elif "l2" in config.family_options and config.family_options["l2"] != value:
+            errors["l2"] = _("Give the L2 strength once, not also among the model's options.")
+    if config.model_family in ModelFamily.values and not {"family_options", "l2"} & set(errors):
         try:
-            get_family(config.model_family, config.family_options or None)
+            get_family(config.model_family, config.resolved_family_options() or None)
         except (ValueError, TypeError) as exc:
             errors["family_options"] = str(exc)
+    if config.feature_scaling not in FeatureScaling.values:
+        errors["feature_scaling"] = _("Choose one of the feature scalings.")
     if config.min_contributors is not None:
         value = config.min_contributors
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
@@ -245,7 +340,7 @@ def _dp_spec(config: LaunchConfig, decision: PolicyDecision, reasons: list[str])
     options = privacy.dp_options(config.dp_options)
     noise = 0.0
     for contributor in decision.contributors:
-        rows = privacy.training_rows(contributor.dataset.row_count, VALIDATION_SHARE)
+        rows = privacy.training_rows(contributor.dataset.row_count, float(config.validation_share))
         try:
             z = privacy.noise_for(
                 target_epsilon=options["epsilon"],
@@ -306,6 +401,9 @@ def launch_plan(
             dp_epsilon=epsilon,
             agreement_version=agreement_version,
             contributors=contributors,
+            l2=config.resolved_l2(),
+            validation_share=float(config.validation_share),
+            feature_scaling=config.feature_scaling,
         ),
     )
     reasons = list(decision.reasons)
@@ -313,7 +411,10 @@ def launch_plan(
     if decision.contributors:
         try:
             spec = learning_spec(
-                problem, [c.dataset for c in decision.contributors], config.model_family
+                problem,
+                [c.dataset for c in decision.contributors],
+                config.model_family,
+                config.feature_scaling,
             )
         except ApplicationError as exc:
             reasons.append(exc.message)
@@ -329,6 +430,7 @@ def launch_plan(
                 batch_size=int(config.batch_size),
                 epochs=int(config.local_epochs),
                 rounds=int(config.rounds),
+                validation_share=float(config.validation_share),
                 reserve=True,  # what runs under way will still spend is not free
             ):
                 if not projection.allowed:
@@ -366,9 +468,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             )
         spec = plan.spec
         min_contributors = plan.min_contributors
-        family_options = dict(
-            config.family_options or DEFAULT_FAMILY_OPTIONS.get(config.model_family, {})
-        )
+        family_options = config.resolved_family_options()
         if config.model_family == ModelFamily.MLP:
             family_options.setdefault("task", spec.task)
         n_outputs = len(spec.classes) if spec.classes else 1
@@ -391,6 +491,8 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             min_contributors=min_contributors,
             round_deadline=int(config.round_deadline),
             seed=int(config.seed),
+            validation_share=float(config.validation_share),
+            feature_scaling=config.feature_scaling,
             max_update_norm=settings.FEDERATION_MAX_UPDATE_NORM,
             max_update_bytes=settings.FEDERATION_MAX_UPDATE_BYTES,
             spec=spec.to_json(),
@@ -416,6 +518,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
                 "strategy_options": run.strategy_options,
                 "rounds": run.rounds,
                 "seed": run.seed,
+                "options": run.options,
                 "contributors": sorted(c.institution.slug for c in decision.contributors),
                 "secure_aggregation": config.secure_aggregation,
                 "differential_privacy": spec.dp.to_json() if spec.dp is not None else None,

@@ -49,6 +49,7 @@ def _within_budget(run: TrainingRun, decision: PolicyDecision) -> PolicyDecision
             batch_size=run.batch_size,
             epochs=run.local_epochs,
             rounds=1,
+            validation_share=run.validation_share,
         )[0]
         if projection.allowed:
             kept.append(contributor)
@@ -94,6 +95,9 @@ def run_advance(run_id: int) -> Round | None:
                 min_contributors=run.min_contributors,
                 agreement_version=run.agreement.number,
                 dp_epsilon=(run.spec.get("dp") or {}).get("epsilon"),
+                l2=run.l2,
+                validation_share=run.validation_share,
+                feature_scaling=run.feature_scaling,
             ),
         )
         if not decision.allowed:
