@@ -18,7 +18,7 @@ from portal.common.errors import ApplicationError
 from projects.federation import privacy
 from projects.models import Dataset, PrivacySpend, Problem, SiteRound, TrainingRun
 from projects.services import runs
-from projects.services.privacy import budget_projections, dataset_spent
+from projects.services.privacy import budget_projections, dataset_spent, planned_event
 from projects.services.runs import LaunchConfig, launch_plan
 from projects.site.handler import PRIVACY_LEDGER
 from tests.projects.federation_setup import SITES, answer, seed_medical
@@ -97,6 +97,7 @@ def test_the_ledger_refuses_exactly_past_the_ceiling(spent):
         batch_size=config.batch_size,
         epochs=config.local_epochs,
         rounds=config.rounds,
+        validation_share=config.validation_share,
         reserve=True,
     )
     worst = max(projections, key=lambda p: p.total)
@@ -205,3 +206,15 @@ def test_a_launch_counts_what_runs_under_way_will_still_spend(medical):
     # Once the first run is over and spent nothing (cancelled), the second fits again.
     TrainingRun.objects.filter(pk=first.pk).update(status=TrainingRun.Status.CANCELLED)
     assert launch_plan(problem=medical, config=config).allowed
+
+
+def test_a_run_that_keeps_more_rows_aside_spends_more_per_round(spent):
+    """The coordinator counts the rows the site trains on: those its validation share leaves."""
+    config = LaunchConfig(rounds=1, local_epochs=1, dp_options={"epsilon": 1.0})
+    plan = launch_plan(problem=spent.problem, config=config)
+    dataset = plan.decision.contributors[0].dataset
+    events = [
+        planned_event(dataset, dp=plan.spec.dp, batch_size=8, epochs=1, validation_share=share)
+        for share in (0.0, 0.2, 0.5)
+    ]
+    assert events[0].sampling_rate < events[1].sampling_rate < events[2].sampling_rate
