@@ -58,6 +58,7 @@ verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 bench: $(VENV)/.runtime ## Time 20 federated rounds, then the dashboards on a large seeded alliance
 	$(BIN)/python bench/federation.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/secagg.py
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var
