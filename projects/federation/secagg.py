@@ -69,7 +69,9 @@ BITS = 64  # the ring Z_(2^64): uniform masks straight from keystream bytes
 RING_DTYPE = np.dtype("<u8")
 SECRET_BYTES = 32
 SHARE_BYTES = 66  # an element of the field, big-endian
-MIN_SITES = 3
+# Two sites still hide each update from the coordinator (each learns the other's from the
+# model, as in any federation of two); t = 2 then tolerates no dropout.
+MIN_SITES = 2
 MAX_SITES = 100
 # The sum of every quantised coordinate must stay below 2^52 in magnitude so that float64 holds
 # it exactly; the scale is chosen from this and the cohort's size.

@@ -271,7 +271,9 @@ def test_site_secrets_survive_a_round_trip_through_json(keys) -> None:
 
 def test_config_refuses_small_cohorts_and_wrong_parameters() -> None:
     with pytest.raises(SecAggFailure) as caught:
-        config_for(2)
+        SecAggConfig(
+            run="r", round_number=1, nonce="n", cohort=("a",), dim=3, clip=1.0, max_weight=10.0
+        )
     assert caught.value.code == "cohort_size"
     config = config_for(5)
     assert secagg.SecAggConfig.from_json(config.to_json()) == config

@@ -78,6 +78,8 @@ class LaunchConfig:
     min_contributors: int | None = None  # None: what the agreement requires
     round_deadline: int = DEFAULTS["round_deadline"]
     seed: int = DEFAULTS["seed"]
+    # Secure aggregation; whatever is asked here, a run is secure when its agreement says so.
+    secure_aggregation: bool = False
 
 
 def learning_spec(problem: Problem, datasets: list[Dataset], family: str) -> LearningSpec:
@@ -222,9 +224,17 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
         min_contributors = config.min_contributors or (
             agreement.min_contributors if agreement else 2
         )
+        secure = bool(config.secure_aggregation) or bool(
+            agreement is not None and agreement.secure_aggregation
+        )
         decision = run_policy_check(
             problem=problem,
-            config=RunConfig(model_family=config.model_family, min_contributors=min_contributors),
+            config=RunConfig(
+                model_family=config.model_family,
+                min_contributors=min_contributors,
+                secure_aggregation=secure,
+                strategy=config.strategy,
+            ),
         )
         if not decision.allowed:
             raise ApplicationError(
@@ -259,6 +269,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             min_contributors=min_contributors,
             round_deadline=int(config.round_deadline),
             seed=int(config.seed),
+            secure_aggregation=secure,
             max_update_norm=settings.FEDERATION_MAX_UPDATE_NORM,
             max_update_bytes=settings.FEDERATION_MAX_UPDATE_BYTES,
             spec=spec.to_json(),
@@ -284,6 +295,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
                 "strategy_options": run.strategy_options,
                 "rounds": run.rounds,
                 "seed": run.seed,
+                "secure_aggregation": run.secure_aggregation,
                 "contributors": sorted(c.institution.slug for c in decision.contributors),
                 "initial_model_sha256": initial.sha256,
             },
