@@ -42,6 +42,11 @@ class Command(BaseCommand):
             dest="username",
             help=_("Launch as this researcher (default: the first who may launch)."),
         )
+        parser.add_argument(
+            "--secure-aggregation",
+            action="store_true",
+            help=_("Aggregate every round securely (always so where the agreement requires it)."),
+        )
         parser.add_argument("--wait", action="store_true", help=_("Follow the run to its end."))
 
     def handle(self, *args: object, **opts: object) -> None:
@@ -58,6 +63,7 @@ class Command(BaseCommand):
             learning_rate=opts["learning_rate"],
             batch_size=opts["batch_size"],
             round_deadline=opts["deadline"],
+            secure_aggregation=bool(opts["secure_aggregation"]),
         )
         try:
             run = runs.run_launch(actor=actor, problem=problem, config=config)

@@ -196,6 +196,8 @@ def answer_record(dispatch: Any, envelope: Envelope[SiteReply]) -> int | None:
                 site.update_sha256 = reply.update_sha256
                 site.update_bytes = len(blob)
                 site.global_metrics = dict(reply.global_metrics)
+                # the training stage's timings, as a plain round records them
+                site.timings = {k: v for k, v in reply.timings.items() if k != "replied_at"}
                 answer = {"sha256": reply.update_sha256}
             site.secagg = {**site.secagg, reply.stage: answer}
             site.answered_at = timezone.now()
@@ -207,6 +209,7 @@ def answer_record(dispatch: Any, envelope: Envelope[SiteReply]) -> int | None:
                     "update_sha256",
                     "update_bytes",
                     "global_metrics",
+                    "timings",
                 ]
             )
         rows = round_rows(round_)
