@@ -418,6 +418,8 @@ class SiteError:
     # Only these keys cross back: names, positions and hashes, never a value from the file.
     SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"column", "columns", "line", "row", "reason", "file", "expected", "actual", "field"}
+        # secure aggregation's refusals: which peer, what was wrong, at which stage
+        | {"site", "problem", "stage", "sites", "threshold"}
     )
 
     def __post_init__(self) -> None:

@@ -239,3 +239,65 @@ def test_a_run_may_ask_for_secure_aggregation_through_the_api(medical, client):
     assert TrainingRun.objects.get(
         problem=medical, number=response.json()["number"]
     ).secure_aggregation
+
+
+def _advance_to_share_keys(run: TrainingRun) -> Round:
+    runs.run_advance(run.pk)
+    round_ = Round.objects.get(run=run, number=1)
+    rows = secure.round_rows(round_)
+    for envelope in secure.stage_envelopes(run, round_, rows, rows):
+        runs.update_receive(handle_task(envelope.to_wire()).to_wire())
+    round_.refresh_from_db()
+    assert round_.secagg["stage"] == "share_keys"
+    return round_
+
+
+def test_a_site_refuses_a_tampered_advertisement_and_is_left_out(medical) -> None:
+    from portal.common.keys import portal_key
+    from projects.federation.protocol import Envelope
+
+    require_secure(medical)
+    run = launch(medical, rounds=1)
+    round_ = _advance_to_share_keys(run)
+    rows = secure.round_rows(round_)
+    victim, reader = SITES[2], SITES[0]
+    envelope = next(
+        e for e in secure.stage_envelopes(run, round_, rows, rows) if e.body.site == reader
+    )
+    part = json.loads(json.dumps(dict(envelope.body.secagg)))
+    other = part["ads"][SITES[1]]["s_pk"]
+    part["ads"][victim]["s_pk"] = other  # a key the victim never signed
+    tampered = dataclasses.replace(envelope.body, secagg=part)
+    reply = handle_task(Envelope.seal(tampered, portal_key()).to_wire())
+    assert reply.body.error is not None
+    assert reply.body.error.code == "secagg_bad_advertisement"
+    assert reply.body.error.detail == {"site": victim, "problem": "signature"}
+    runs.update_receive(reply.to_wire())
+    site = SiteRound.objects.get(round=round_, institution__slug=reader)
+    assert site.status == SiteRound.Status.REJECTED
+    assert site.reason_code == "secagg_bad_advertisement"
+
+
+def test_a_site_answers_a_repeated_stage_alike_and_wipes_its_secrets_after_unmasking(
+    medical,
+) -> None:
+    require_secure(medical)
+    run = launch(medical, rounds=1)
+    round_ = _advance_to_share_keys(run)
+    rows = secure.round_rows(round_)
+    first = secure.stage_envelopes(run, round_, rows[:1], rows)[0]
+    again = secure.stage_envelopes(run, round_, rows[:1], rows)[0]
+    one = handle_task(first.to_wire()).body.secagg
+    two = handle_task(again.to_wire()).body.secagg
+    assert one == two and set(one["shares"]) == set(SITES) - {rows[0].institution.slug}
+    run = play(run)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    from django.conf import settings
+
+    for slug in SITES:
+        state = (
+            Path(settings.SITE_DATA_ROOT) / slug / ".site" / "secagg" / f"run{run.pk}-round1.json"
+        )
+        kept = json.loads(state.read_text())
+        assert "s_sk" not in kept["secrets"] and "b" not in kept["secrets"]
+        assert set(kept["answers"]) == {"advertise", "share_keys", "masked", "unmask"}
