@@ -301,3 +301,37 @@ def test_a_site_answers_a_repeated_stage_alike_and_wipes_its_secrets_after_unmas
         kept = json.loads(state.read_text())
         assert "s_sk" not in kept["secrets"] and "b" not in kept["secrets"]
         assert set(kept["answers"]) == {"advertise", "share_keys", "masked", "unmask"}
+
+
+def _queued(slug: str) -> list[dict]:
+    """The task bodies waiting on a site's queue in the real broker (taken off it)."""
+    from portal.celery import app
+
+    found = []
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get(f"site.{slug}", no_ack=True)) is not None:
+            args = message.decode()[0]
+            found.append(args[0]["body"])
+    return found
+
+
+def test_the_reconciler_resends_the_current_stage_never_a_plain_task(medical, broker_ready):
+    from tests.projects.test_federated_runs import _purge
+
+    require_secure(medical)
+    run = launch(medical, rounds=1)
+    round_ = _advance_to_share_keys(run)
+    rows = secure.round_rows(round_)
+    quiet = SITES[2]
+    for envelope in secure.stage_envelopes(run, round_, rows, rows):
+        if envelope.body.site != quiet:
+            runs.update_receive(handle_task(envelope.to_wire()).to_wire())
+    _purge(site_queues(*SITES))
+    try:
+        assert runs.runs_reconcile(resend_all=True)["resent"] == 1
+        bodies = _queued(quiet)
+        assert [b["secagg"]["stage"] for b in bodies] == ["share_keys"]
+        assert all(_queued(slug) == [] for slug in SITES[:2])
+    finally:
+        _purge(site_queues(*SITES))
