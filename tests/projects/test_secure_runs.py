@@ -335,3 +335,20 @@ def test_the_reconciler_resends_the_current_stage_never_a_plain_task(medical, br
         assert all(_queued(slug) == [] for slug in SITES[:2])
     finally:
         _purge(site_queues(*SITES))
+
+
+def test_a_secure_run_plays_through_in_this_process_as_the_demo_seeds_it(medical) -> None:
+    from django.conf import settings
+
+    from projects.services.runs.local import run_in_this_process
+
+    require_secure(medical)
+    run = run_in_this_process(
+        actor=User.objects.get(username=RESEARCHER),
+        problem=medical,
+        config=runs.LaunchConfig(rounds=2),
+        sites_dir=Path(settings.SITE_DATA_ROOT),
+    )
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    assert run.secure_aggregation
+    assert run.round_set.get(number=2).secagg["seen"]["survivors"] == SITES
