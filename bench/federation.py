@@ -381,8 +381,12 @@ def same_params(a: list[Any], b: list[Any]) -> bool:
 
 
 def in_process_check(run: Any) -> dict[str, Any]:
-    """Replay the run in one process and compare the parameters of every round, bit for bit."""
-    from projects.federation.loop import LocalSite, run_in_process
+    """Replay the run in one process and compare the parameters of every round, bit for bit.
+
+    A secure run is replayed with every round securely aggregated: each site's rounding
+    stream is seeded, and the unmasked sum is exact, so the bits agree there too.
+    """
+    from projects.federation.loop import LocalSite, run_in_process, run_secure_in_process
     from projects.services.runs import model_params
     from projects.site.identity import data_file, site_identities
 
@@ -396,13 +400,26 @@ def in_process_check(run: Any) -> dict[str, Any]:
             raise BenchFailed(f"{s.institution.slug}'s site key leaves its data folder.")
         sites.append(LocalSite(s.institution.slug, path, s.dataset.sha256))
     started = time.monotonic()
-    history = run_in_process(
-        sites,
-        base_task(run),
-        rounds=run.rounds,
-        strategy=run.strategy,
-        strategy_options=run.strategy_options,
-    )
+    if run.secure_aggregation:
+        from projects.services.runs.secure import CLIP
+
+        history = run_secure_in_process(
+            sites,
+            base_task(run),
+            rounds=run.rounds,
+            strategy=run.strategy,
+            strategy_options=run.strategy_options,
+            clip=CLIP,
+            max_weight=float(max(s.dataset.row_count for s in first.sites.all())),
+        )
+    else:
+        history = run_in_process(
+            sites,
+            base_task(run),
+            rounds=run.rounds,
+            strategy=run.strategy,
+            strategy_options=run.strategy_options,
+        )
     elapsed = time.monotonic() - started
     models = {m.round_number: m for m in run.models.all()}
     matching = sum(
@@ -427,6 +444,7 @@ def follow_run(
     watched: list[Process],
     log: Path,
     every: Callable[[], None] | None = None,
+    secure: bool = False,
 ) -> str:
     """Run launch_run --wait to its end, calling ``every`` each 0.2 s; its output.
 
@@ -434,6 +452,8 @@ def follow_run(
     cannot finish without its workers.
     """
     argv = [*MANAGE, "launch_run", "--problem", PROBLEM, "--rounds", str(rounds)]
+    if secure:
+        argv.append("--secure-aggregation")
     runner = Process("launch_run", [*argv, "--strategy", "fedavg", "--wait"], env, log)
     allowed = 60 + 10 * rounds
     limit = time.monotonic() + allowed
@@ -457,12 +477,14 @@ def follow_run(
     return runner.output()
 
 
-def launch(env: dict[str, str], rounds: int, watched: list[Process], log: Path) -> Any:
+def launch(
+    env: dict[str, str], rounds: int, watched: list[Process], log: Path, secure: bool = False
+) -> Any:
     """A FedAvg run through the workers, finished, as the database holds it."""
     from projects.models import Problem, TrainingRun
 
     before = TrainingRun.objects.filter(problem__slug=PROBLEM).count()
-    follow_run(env, rounds, watched, log)
+    follow_run(env, rounds, watched, log, secure=secure)
     problem = Problem.objects.get(slug=PROBLEM)
     run = problem.runs.order_by("-number").first()
     if run is None or problem.runs.count() != before + 1:
@@ -477,6 +499,7 @@ def scenario(
     logs: Path,
     coordinator: Process,
     placement: Placement,
+    secure: bool = False,
 ) -> dict[str, Any]:
     """One timed run with one site worker per slug; the coordinator is already up."""
     from django.conf import settings
@@ -490,7 +513,7 @@ def scenario(
             f"site worker {slug}",
             site_worker_argv(slug, Path(settings.SITE_DATA_ROOT)),
             site_env,
-            logs / f"sites-{len(slugs)}-{slug}.log",
+            logs / f"sites-{len(slugs)}{'-secure' if secure else ''}-{slug}.log",
             cpus=placement.sites,
         )
         for slug in slugs
@@ -498,7 +521,8 @@ def scenario(
     try:
         for worker in workers:
             worker.wait_for(" ready.")
-        run = launch(env, rounds, [coordinator, *workers], logs / f"run-{len(slugs)}.log")
+        name = f"run-{len(slugs)}{'-secure' if secure else ''}.log"
+        run = launch(env, rounds, [coordinator, *workers], logs / name, secure=secure)
     finally:
         for worker in workers:
             worker.stop()
@@ -515,6 +539,7 @@ def scenario(
     signatures["share_of_overhead"] = round(signatures["per_round"] / overhead, 4)
     return {
         "sites": len(slugs),
+        "secure_aggregation": secure,
         "site_slugs": slugs,
         "run": run.number,
         "run_wall_seconds": round(seconds(run.finished_at, run.started_at), 3),
@@ -880,6 +905,16 @@ def print_summary(result: dict[str, Any], path: Path | None) -> None:
         f"{'equal' if s['check']['final_params_equal'] else 'DIFFERENT':>18}" for s in scenarios
     )
     say(f"{'final params vs in-process loop':36}{checks}")
+    secure = result.get("secure_aggregation")
+    if secure is not None:
+        extra = secure["extra_seconds_per_round"]
+        check = secure["scenario"]["check"]["final_params_equal"]
+        say(
+            f"Secure aggregation, {secure['scenario']['sites']} sites through the workers: extra "
+            f"per round {ms(extra['wall']).strip()} ms wall, "
+            f"{ms(extra['overhead_incl_handoff']).strip()} ms overhead incl. hand-off; final "
+            f"params vs the secure in-process loop {'equal' if check else 'DIFFERENT'}"
+        )
     say()
     targets = result["targets"]
     for item in targets:
@@ -948,6 +983,9 @@ def main() -> int:
     parser.add_argument("--memory-rounds", type=int, default=10)
     parser.add_argument("--no-scaling", action="store_true", help="Only the three-site run.")
     parser.add_argument("--no-memory", action="store_true", help="Skip the serve_demo memory run.")
+    parser.add_argument(
+        "--no-secure", action="store_true", help="Skip the securely aggregated three-site run."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the temporary state and logs.")
     parser.add_argument(
         "--no-pin",
@@ -1034,6 +1072,13 @@ def main() -> int:
         say(f"{len(slugs)} sites: {args.rounds} rounds ...")
         scenarios.append(scenario(env, slugs, args.rounds, logs, coordinator, placement))
         say(f"  done in {scenarios[-1]['run_wall_seconds']:.2f} s")
+        secure_runs = []
+        if not args.no_secure:
+            say(f"{len(slugs)} sites, securely aggregated: {args.rounds} rounds ...")
+            secure_runs.append(
+                scenario(env, slugs, args.rounds, logs, coordinator, placement, secure=True)
+            )
+            say(f"  done in {secure_runs[-1]['run_wall_seconds']:.2f} s")
         if not args.no_scaling:
             slugs6 = add_three_sites(Path(settings.SITE_DATA_ROOT))
             say(f"{len(slugs6)} sites: {args.rounds} rounds ...")
@@ -1042,6 +1087,18 @@ def main() -> int:
         result["machine"]["cpu_during_runs"] = cpu_share(cpu_before, cpu_counters())
         coordinator.stop()
         result["scenarios"] = scenarios
+        if secure_runs:
+            plain, secure = scenarios[0], secure_runs[0]
+            # Four stages instead of one: three more broker round trips and the protocol.
+            result["secure_aggregation"] = {
+                "scenario": secure,
+                "extra_seconds_per_round": {
+                    key: round(
+                        secure["summary"][key]["median"] - plain["summary"][key]["median"], 6
+                    )
+                    for key in ("wall", "outside_compute", "overhead_incl_handoff")
+                },
+            }
         if len(scenarios) == 2:
             a, b = scenarios
             extra = b["sites"] - a["sites"]
@@ -1054,7 +1111,9 @@ def main() -> int:
             result["memory"] = memory(memory_env, logs, args.memory_rounds)
         result["bench_seconds"] = round(time.monotonic() - started, 1)
         result["targets"] = evaluate(result)
-        bad = [s["sites"] for s in scenarios if not s["check"]["final_params_equal"]]
+        bad = [
+            s["sites"] for s in [*scenarios, *secure_runs] if not s["check"]["final_params_equal"]
+        ]
         path = save_results(
             result, f"federation-{broker}-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json"
         )

@@ -416,7 +416,32 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     context["can_cancel"] = not run.is_finished and can_cancel(request.user, run)
     context["verdict"] = final_verdict(run)
     context["run_finished"] = run.is_finished  # the launch message is over with the run
+    context["secure_rounds"] = secure_rounds_seen(run) if run.secure_aggregation else []
     return render(request, "projects/run_detail.html", context)
+
+
+def secure_rounds_seen(run: TrainingRun, limit: int = 20) -> list[dict[str, Any]]:
+    """What the coordinator saw of each closed secure round, latest first."""
+    rounds = (
+        run.round_set.exclude(secagg={})
+        .order_by("-number")
+        .values("number", "status", "secagg")[:limit]
+    )
+    shown = []
+    for r in rounds:
+        seen = r["secagg"].get("seen")
+        if seen is None:
+            continue
+        shown.append(
+            {
+                "number": r["number"],
+                "status": r["status"],
+                "stage": r["secagg"].get("stage", ""),
+                **seen,
+                "masked": sorted((seen.get("masked_sha256") or {}).items()),
+            }
+        )
+    return shown
 
 
 @login_required

@@ -96,7 +96,10 @@ class RunLaunchSerializer(serializers.Serializer):
     secure_aggregation = serializers.BooleanField(
         required=False,
         default=False,
-        help_text=gettext_lazy("Whether the run aggregates securely."),
+        help_text=gettext_lazy(
+            "Aggregate every round securely (the coordinator only sees sums); always on when "
+            "the effective agreement requires it."
+        ),
     )
     dp_options = serializers.DictField(
         child=serializers.FloatField(),
@@ -263,6 +266,7 @@ class RunDetailSerializer(RunSerializer):
             "min_contributors",
             "round_deadline",
             "seed",
+            "secure_aggregation",
             "max_update_norm",
             "max_update_bytes",
             "spec",
@@ -350,6 +354,13 @@ class RoundSerializer(serializers.ModelSerializer):
         many=True, help_text=gettext_lazy("Contributors left out of the round, and why.")
     )
     model_sha256 = serializers.SerializerMethodField()
+    secure_aggregation = serializers.SerializerMethodField(
+        help_text=gettext_lazy(
+            "A securely aggregated round: what the coordinator saw (threshold, summed and "
+            "dropped sites, each masked vector's SHA-256, the masked sum's SHA-256, the rows in "
+            "the sum); null otherwise or while the round is open."
+        )
+    )
     sites = SiteRoundSerializer(many=True)
 
     class Meta:
@@ -366,9 +377,13 @@ class RoundSerializer(serializers.ModelSerializer):
             "reason",
             "excluded",
             "model_sha256",
+            "secure_aggregation",
             "sites",
         ]
         read_only_fields = fields
+
+    def get_secure_aggregation(self, round_: Round) -> dict[str, Any] | None:
+        return (round_.secagg or {}).get("seen")
 
     def get_model_sha256(self, round_: Round) -> str | None:
         """The SHA-256 of the global model the round produced, if it succeeded."""

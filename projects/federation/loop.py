@@ -12,6 +12,7 @@ on the pooled training rows of every site (each site's split being the one it us
 """
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from projects.federation import secagg, signing
 from projects.federation.data import split
 from projects.federation.encoding import decode_params, encode_params
 from projects.federation.families import get_family
@@ -104,6 +106,123 @@ def run_in_process(
             )
             results.append((_transported(result.params), float(result.sample_count)))
         new_params, state = aggregate(strategy, global_params, results, state, options)
+        global_params = _transported(new_params)
+        history.append([p.copy() for p in global_params])
+    return history
+
+
+def secure_round(
+    global_params: Params,
+    trained: Sequence[tuple[str, Params, int]],
+    config: secagg.SecAggConfig,
+    signing_keys: Mapping[str, Any],
+    *,
+    seed: int,
+    timings: dict[str, float] | None = None,
+) -> tuple[Params, int, int]:
+    """One secure aggregation of ``(site, params, samples)``: the weighted mean parameters
+    (``global + decoded mean change``), the total sample count and the saturated coordinates.
+
+    Each site encodes ``params - global`` with its own stochastic-rounding stream, exactly as
+    a site worker does (``secagg_rng``).
+    """
+    vectors, saturated, encoding = {}, 0, []
+    for site, params, samples in trained:
+        started = time.perf_counter()
+        delta = [
+            np.asarray(p, np.float64) - np.asarray(g, np.float64)
+            for p, g in zip(params, global_params, strict=True)
+        ]
+        encoded = secagg.encode_update(
+            delta, samples, config, secagg_rng(seed, site, config.round_number)
+        )
+        vectors[site] = encoded.vector
+        saturated += encoded.saturated
+        encoding.append(time.perf_counter() - started)
+    result = secagg.round_in_process(config, vectors, signing_keys, timings=timings)
+    started = time.perf_counter()
+    mean, total = secagg.decode_sum(result.total, config, [np.shape(g) for g in global_params])
+    if timings is not None:
+        timings["encode_max_site"] = max(encoding)
+        timings["encode_all_sites"] = sum(encoding)
+        timings["coordinator"] += time.perf_counter() - started
+    return (
+        [np.asarray(g, np.float64) + m for g, m in zip(global_params, mean, strict=True)],
+        total,
+        saturated,
+    )
+
+
+def secagg_rng(seed: int, site: str, round_number: int) -> np.random.Generator:
+    """A site's stream for the stochastic rounding of its secure-aggregation input."""
+    return site_rng(seed, site, "secagg", round_number)
+
+
+def run_secure_in_process(
+    sites: Sequence[LocalSite],
+    base_task: RoundTask,
+    *,
+    rounds: int,
+    strategy: str,
+    strategy_options: Mapping[str, Any] | None = None,
+    clip: float,
+    max_weight: float,
+    secure_timings: list[dict[str, float]] | None = None,
+) -> list[Params]:
+    """``run_in_process`` with every round securely aggregated (all four stages in memory).
+
+    The strategy receives one result: the decoded weighted mean with the total sample count,
+    so FedAvg, FedProx and FedAdam act on it as they would on the sites' own parameters.
+    ``secure_timings`` receives, per round, the seconds of each stage (``secure_round``).
+    """
+    if get_strategy(strategy).individual:
+        raise ValueError(f"{strategy} needs individual updates; it cannot run securely.")
+    options = checked_options(strategy, strategy_options)
+    proximal_mu = options["mu"] if "mu" in get_strategy(strategy).client_options else 0.0
+    family = family_for(base_task.family, base_task.family_options)
+    global_params = _transported(
+        initial_params(
+            base_task.family,
+            base_task.family_options,
+            len(base_task.features),
+            n_outputs_for(family, base_task.classes),
+            base_task.seed,
+        )
+    )
+    keys = {local.site: signing.generate() for local in sites}
+    cohort = tuple(sorted(keys))
+    dim = sum(int(np.size(p)) for p in global_params)
+    state: list[np.ndarray] | None = None
+    history: list[Params] = []
+    for round_number in range(1, rounds + 1):
+        blob = encode_params(global_params)
+        trained: list[tuple[str, Params, int]] = []
+        for local in sorted(sites, key=lambda s: s.site):
+            task = dataclasses.replace(
+                base_task, site=local.site, round_number=round_number, proximal_mu=proximal_mu
+            )
+            result = train_on_site(
+                task, decode_params(blob), data_path=local.path, expected_sha256=local.sha256
+            )
+            trained.append((local.site, _transported(result.params), int(result.sample_count)))
+        config = secagg.SecAggConfig(
+            run="in-process",
+            round_number=round_number,
+            nonce=f"{base_task.seed}-{round_number}",
+            cohort=cohort,
+            dim=dim,
+            clip=clip,
+            max_weight=max_weight,
+        )
+        timings: dict[str, float] = {}
+        mean, total, _ = secure_round(
+            global_params, trained, config, keys, seed=base_task.seed, timings=timings
+        )
+        if secure_timings is not None:
+            secure_timings.append(timings)
+        new_params, state = aggregate(
+            strategy, global_params, [(mean, float(total))], state, options
+        )
         global_params = _transported(new_params)
         history.append([p.copy() for p in global_params])
     return history

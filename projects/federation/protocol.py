@@ -416,25 +416,35 @@ class SiteMessage:
     max_update_bytes: int
     # "score": the size in bytes of each candidate model, one after the other in the attachment.
     candidates: tuple[int, ...] = ()
+    # A securely aggregated round: the stage and what it carries (``projects.federation.secagg``).
+    secagg: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        """The secure-aggregation stage this message asks for; "" for a plain round."""
+        return str(self.secagg.get("stage", ""))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "protocol": PROTOCOL,
-            "candidates": list(self.candidates),
-            "kind": self.kind,
-            "run": self.run,
-            "launched": self.launched,
-            "round": self.round,
-            "site": self.site,
-            "ticket": self.ticket,
-            "nonce": self.nonce,
-            "deadline": self.deadline,
-            "dataset": self.dataset.to_json(),
-            "task": self.task.to_json(),
-            "params_sha256": self.params_sha256,
-            "max_update_bytes": self.max_update_bytes,
-        }
+        return _with_secagg(
+            self.secagg,
+            {
+                "domain": self.domain,
+                "protocol": PROTOCOL,
+                "candidates": list(self.candidates),
+                "kind": self.kind,
+                "run": self.run,
+                "launched": self.launched,
+                "round": self.round,
+                "site": self.site,
+                "ticket": self.ticket,
+                "nonce": self.nonce,
+                "deadline": self.deadline,
+                "dataset": self.dataset.to_json(),
+                "task": self.task.to_json(),
+                "params_sha256": self.params_sha256,
+                "max_update_bytes": self.max_update_bytes,
+            },
+        )
 
     def canonical(self) -> bytes:
         return canonical(self.to_json())
@@ -450,7 +460,32 @@ class SiteMessage:
             params_sha256=_hex64(body, "params_sha256"),
             max_update_bytes=_int(body, "max_update_bytes", 1, MAX_COUNT),
             candidates=_sizes(body),
+            secagg=_secagg(body),
         )
+
+
+SECAGG_STAGES = ("advertise", "share_keys", "masked", "unmask")
+MAX_SECAGG_BYTES = 4 * 1024 * 1024
+
+
+def _with_secagg(secagg: Mapping[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The body, with the secure-aggregation part only when there is one (a plain round's
+    bytes, and so its signatures, stay what they were)."""
+    if secagg:
+        body["secagg"] = dict(secagg)
+    return body
+
+
+def _secagg(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The secure-aggregation part of a message: an object naming a known stage, bounded."""
+    value = body.get("secagg", {})
+    if value == {}:
+        return {}
+    if not isinstance(value, dict) or value.get("stage") not in SECAGG_STAGES:
+        raise ProtocolError("malformed", {"field": "secagg", "problem": "not a known stage"})
+    if len(canonical(value)) > MAX_SECAGG_BYTES:
+        raise ProtocolError("malformed", {"field": "secagg", "problem": "too large"})
+    return dict(value)
 
 
 def _sizes(body: Mapping[str, Any]) -> tuple[int, ...]:
@@ -470,6 +505,8 @@ class SiteError:
     # Only these keys cross back: names, positions and hashes, never a value from the file.
     SAFE_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"column", "columns", "line", "row", "reason", "file", "expected", "actual", "field"}
+        # secure aggregation's refusals: which peer, what was wrong, at which stage
+        | {"site", "problem", "stage", "sites", "threshold"}
     )
 
     def __post_init__(self) -> None:
@@ -534,27 +571,36 @@ class SiteReply:
     error: SiteError | None = None
     # "score": each candidate model's scores, in the order the message listed them.
     scores: tuple[Mapping[str, float], ...] = ()
+    # A securely aggregated round: the stage answered and the site's part of it.
+    secagg: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        return str(self.secagg.get("stage", ""))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "protocol": PROTOCOL,
-            "scores": [dict(s) for s in self.scores],
-            "kind": self.kind,
-            "run": self.run,
-            "launched": self.launched,
-            "round": self.round,
-            "site": self.site,
-            "ticket": self.ticket,
-            "nonce": self.nonce,
-            "kid": self.kid,
-            "update_sha256": self.update_sha256,
-            "sample_count": self.sample_count,
-            "metrics": dict(self.metrics),
-            "global_metrics": dict(self.global_metrics),
-            "timings": dict(self.timings),
-            "error": None if self.error is None else self.error.to_json(),
-        }
+        return _with_secagg(
+            self.secagg,
+            {
+                "domain": self.domain,
+                "protocol": PROTOCOL,
+                "scores": [dict(s) for s in self.scores],
+                "kind": self.kind,
+                "run": self.run,
+                "launched": self.launched,
+                "round": self.round,
+                "site": self.site,
+                "ticket": self.ticket,
+                "nonce": self.nonce,
+                "kid": self.kid,
+                "update_sha256": self.update_sha256,
+                "sample_count": self.sample_count,
+                "metrics": dict(self.metrics),
+                "global_metrics": dict(self.global_metrics),
+                "timings": dict(self.timings),
+                "error": None if self.error is None else self.error.to_json(),
+            },
+        )
 
     def canonical(self) -> bytes:
         return canonical(self.to_json())
@@ -589,6 +635,7 @@ class SiteReply:
             timings=_numbers(body, "timings"),
             error=None if error is None else SiteError.from_json(error),
             scores=_scores(body),
+            secagg=_secagg(body),
         )
 
 

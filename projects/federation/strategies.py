@@ -133,6 +133,9 @@ class Strategy:
     aggregate: Callable[..., tuple[Params, State]]
     defaults: dict[str, float]
     client_options: frozenset[str]
+    # Needs each site's parameters (an order statistic): impossible under secure aggregation,
+    # where the coordinator only ever holds the sum.
+    individual: bool = False
 
 
 # option -> (test, what the value must be, for the error message)
@@ -156,8 +159,8 @@ STRATEGIES: dict[str, Strategy] = {
             {"eta": 0.1, "beta1": 0.9, "beta2": 0.99, "tau": 1e-9},
             frozenset(),
         ),
-        Strategy("median", median, {}, frozenset()),
-        Strategy("trimmed_mean", trimmed_mean, {"beta": 0.1}, frozenset()),
+        Strategy("median", median, {}, frozenset(), individual=True),
+        Strategy("trimmed_mean", trimmed_mean, {"beta": 0.1}, frozenset(), individual=True),
     )
 }
 

@@ -82,6 +82,8 @@ class TrainingRun(models.Model):
     spec = models.JSONField(_("learning specification"))
     # FedAdam's server-side moments (encoded arrays, base64); empty for the other strategies.
     strategy_state = models.TextField(_("strategy state"), blank=True)
+    # Every round securely aggregated: the coordinator only ever holds masked vectors and sums.
+    secure_aggregation = models.BooleanField(_("secure aggregation"), default=False)
     status = models.CharField(
         _("status"), max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
@@ -163,6 +165,10 @@ class Round(models.Model):
     # Answers dropped because they were not provably the site's own, by reason; reported once,
     # when the round closes, so a flood cannot swell the audit trail.
     forged = models.JSONField(_("forged answers dropped"), default=dict, blank=True)
+    # A securely aggregated round: its stage and parameters while open, then what the
+    # coordinator saw (the sites' public keys, each masked vector's hash, the masked sum's
+    # hash, who survived and who dropped). Never an individual update.
+    secagg = models.JSONField(_("secure aggregation"), default=dict, blank=True)
     model = models.ForeignKey(
         "projects.ModelVersion",
         on_delete=models.SET_NULL,
@@ -232,6 +238,9 @@ class SiteRound(models.Model):
     update_sha256 = models.CharField(_("SHA-256 of the update"), max_length=64, blank=True)
     update_bytes = models.PositiveIntegerField(_("update size (bytes)"), null=True, blank=True)
     answered_at = models.DateTimeField(_("answered at"), null=True, blank=True)
+    # A securely aggregated round: the site's answers to each stage (its signed public keys,
+    # the encrypted shares it sends its peers, its unmasking shares), by stage.
+    secagg = models.JSONField(_("secure aggregation answers"), default=dict, blank=True)
 
     class Meta:
         ordering = ["round", "institution__name"]

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from alliance.models import Institution
+from projects.federation import strategies
 from projects.models import (
     AgreementApproval,
     AgreementVersion,
@@ -34,6 +35,7 @@ class RunConfig:
     model_family: str
     min_contributors: int
     secure_aggregation: bool = False
+    strategy: str = "fedavg"
     dp_epsilon: float | None = None
     agreement_version: int | None = None  # the version a running run was launched under
     contributors: tuple[str, ...] | None = None  # institution slugs; None: every eligible one
@@ -222,6 +224,13 @@ def option_refusals(agreement: AgreementVersion, config: RunConfig) -> list[str]
     return reasons
 
 
+def _needs_individual_updates(strategy: str) -> bool:
+    try:
+        return strategies.get_strategy(strategy).individual
+    except ValueError:
+        return False  # an unknown strategy is the launch's own error to report
+
+
 def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
     """Whether ``config`` may run on ``problem`` under its effective agreement, and why not."""
     # The caller may hold the problem since a run started; a revision since then must count.
@@ -280,6 +289,14 @@ def run_policy_check(*, problem: Problem, config: RunConfig) -> PolicyDecision:
             )
         if agreement.secure_aggregation and not config.secure_aggregation:
             reasons.append(_("Agreement version %(n)s requires secure aggregation.") % {"n": n})
+        if config.secure_aggregation and _needs_individual_updates(config.strategy):
+            reasons.append(
+                _(
+                    "The strategy %(strategy)s needs each site's update, which secure "
+                    "aggregation never shows the coordinator; choose FedAvg, FedProx or FedAdam."
+                )
+                % {"strategy": config.strategy}
+            )
         ceiling = agreement.dp_max_epsilon
         epsilon = config.dp_epsilon
         if epsilon is not None and not (

@@ -28,6 +28,7 @@ from projects.federation.protocol import (
     open_wire,
     sha256_hex,
 )
+from projects.federation.secagg import SecAggFailure
 from projects.federation.site import evaluate_on_site, score_on_site, train_on_site
 from projects.site.identity import (
     PRIVATE_DIR,
@@ -36,6 +37,7 @@ from projects.site.identity import (
     portal_public_key,
     site_identities,
 )
+from projects.site.secure import secure_answer
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +114,19 @@ def handle_task(wire: Any, *, queue: str | None = None) -> Envelope[SiteReply] |
         _log(identity or _receiver(queue, identities), outcome="refused", reason=refusal, **head)
         return None
     assert identity is not None
-    answered = identity.answers.get((message.ticket, message.nonce))
+    # A secure round sends one ticket several stages: each has its own answer.
+    answer_key = (
+        message.ticket,
+        f"{message.nonce}/{message.stage}" if message.stage else message.nonce,
+    )
+    answered = identity.answers.get(answer_key)
     if answered is not None:
         # Sent again by the coordinator: the same signed answer, not a second training.
         _log(identity, outcome="answered_again", reason="", **head)
         return answered
     reply = _answer(identity, envelope, head, started)
     if reply.body.error is None:  # a refusal is worked out again: the cause may be mended
-        identity.answers.put((message.ticket, message.nonce), reply)
+        identity.answers.put(answer_key, reply)
     return reply
 
 
@@ -190,6 +197,28 @@ def _admit_privacy(identity: SiteIdentity, message: SiteMessage) -> Callable[[],
     return lambda: ledger.record(sha256=sha256, key=key, event=event)
 
 
+def _secure(
+    identity: SiteIdentity,
+    envelope: Envelope[SiteMessage],
+    path: Any,
+    head: dict,
+    timings: dict[str, float],
+    started: float,
+) -> Envelope[SiteReply]:
+    """One stage of a securely aggregated round; raises SecAggFailure or ProtocolError."""
+    message = envelope.body
+    answer, fields, attachment = secure_answer(identity, envelope, path)
+    reply = SiteReply.answering(
+        message,
+        identity.kid,
+        secagg=answer,
+        timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+        **fields,
+    )
+    _log(identity, outcome="accepted", reason="", stage=message.stage, **head)
+    return Envelope.seal(reply, identity.key, attachment)
+
+
 def _answer(
     identity: SiteIdentity, envelope: Envelope[SiteMessage], head: dict, started: float
 ) -> Envelope[SiteReply]:
@@ -208,6 +237,8 @@ def _answer(
             raise ProtocolError("outside_folder", {"field": "site_key"})
         if message.kind == "score":
             return _score(identity, envelope, path, head, timings, started)
+        if message.stage:
+            return _secure(identity, envelope, path, head, timings, started)
         blob = envelope.attachment_bytes(message.params_sha256, limit=message.max_update_bytes)
         params = encoding.decode_params(blob, max_bytes=message.max_update_bytes)
         if message.kind == "train":
@@ -225,14 +256,19 @@ def _answer(
                 expected_sha256=message.dataset.sha256,
                 holdout=message.kind == "validate",
             )
-    except (ProtocolError, encoding.EncodingError) as exc:
-        code = exc.code if isinstance(exc, ProtocolError) else "invalid_task"
-        detail = exc.detail if isinstance(exc, ProtocolError) else {"field": "params"}
+    except (ProtocolError, encoding.EncodingError, SecAggFailure) as exc:
+        code = exc.code if isinstance(exc, ProtocolError | SecAggFailure) else "invalid_task"
+        detail = (
+            exc.detail if isinstance(exc, ProtocolError | SecAggFailure) else {"field": "params"}
+        )
+        if isinstance(exc, SecAggFailure):
+            code = f"secagg_{code}"[:32]
         reply = SiteReply.answering(
             message,
             identity.kid,
             error=SiteError(code, detail),
             timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+            secagg={"stage": message.stage} if message.stage else {},
         )
         _log(
             identity,
@@ -249,6 +285,7 @@ def _answer(
             identity.kid,
             error=SiteError("site_error", {}),
             timings={**timings, "compute": time.time() - started, "replied_at": time.time()},
+            secagg={"stage": message.stage} if message.stage else {},
         )
         _log(identity, outcome="refused", reason="site_error", **head)
         return Envelope.seal(reply, identity.key)

@@ -14,7 +14,13 @@ from sklearn.datasets import load_breast_cancer
 
 from projects.federation.data import file_sha256, load_csv
 from projects.federation.encoding import encode_params
-from projects.federation.loop import LocalSite, initial_params, run_in_process, train_central
+from projects.federation.loop import (
+    LocalSite,
+    initial_params,
+    run_in_process,
+    run_secure_in_process,
+    train_central,
+)
 from projects.federation.protocol import LearningSpec
 from projects.federation.site import RoundTask, evaluate_on_file
 
@@ -340,3 +346,30 @@ def test_fedavg_without_l2_is_plain_fedavg_of_plain_sgd(hospitals):
         b = sum(n * c for _w, c, n in updates) / total
     np.testing.assert_allclose(history[-1][0], W, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(history[-1][1], b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])
+def test_securely_aggregated_runs_match_plain_runs_within_quantisation(hospitals, strategy):
+    sites, _, features, ranges = hospitals
+    task = base_task(features, ranges)
+    plain = run_in_process(sites, task, rounds=3, strategy=strategy)
+    secure = run_secure_in_process(
+        sites, task, rounds=3, strategy=strategy, clip=100.0, max_weight=1000.0
+    )
+    for a, b in zip(plain[-1], secure[-1], strict=True):
+        assert np.max(np.abs(a - b)) < 1e-9
+    assert any(not np.array_equal(a, b) for a, b in zip(plain[-1], secure[-1], strict=True))
+
+
+def test_strategies_needing_individual_updates_cannot_run_securely(hospitals):
+    sites, _, features, ranges = hospitals
+    for strategy in ("median", "trimmed_mean"):
+        with pytest.raises(ValueError, match="individual updates"):
+            run_secure_in_process(
+                sites,
+                base_task(features, ranges),
+                rounds=1,
+                strategy=strategy,
+                clip=1.0,
+                max_weight=1000.0,
+            )

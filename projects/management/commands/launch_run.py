@@ -60,6 +60,11 @@ class Command(BaseCommand):
             dest="username",
             help=_("Launch as this researcher (default: the first who may launch)."),
         )
+        parser.add_argument(
+            "--secure-aggregation",
+            action="store_true",
+            help=_("Aggregate every round securely (always so where the agreement requires it)."),
+        )
         parser.add_argument("--wait", action="store_true", help=_("Follow the run to its end."))
 
     def handle(self, *args: object, **opts: object) -> None:
@@ -79,6 +84,7 @@ class Command(BaseCommand):
             validation_share=opts["validation_share"],
             feature_scaling=opts["feature_scaling"],
             l2=opts["l2"],
+            secure_aggregation=bool(opts["secure_aggregation"]),
         )
         try:
             run = runs.run_launch(actor=actor, problem=problem, config=config)

@@ -38,6 +38,7 @@ from projects.federation.protocol import (
 from projects.federation.validation import UpdateRejected, validate_update
 from projects.models import Round, SiteKey, SiteRound
 from projects.services.runs.rounds import close_when_answered, run_advance
+from projects.services.runs.secure import answer_record as secure_answer_record
 from projects.services.runs.store import round_start_bytes
 from projects.services.verification import evaluation_dispatch, evaluation_record
 
@@ -60,6 +61,7 @@ class Dispatch:
     max_update_norm: float
     public_key: str | None  # the site's active key, if it has one
     kind: str = "train"
+    secure: bool = False  # the run is securely aggregated
 
     @property
     def launched(self) -> str:
@@ -92,6 +94,7 @@ def _dispatch(ticket: int) -> Dispatch | None:
             max_update_bytes=F("round__run__max_update_bytes"),
             max_update_norm=F("round__run__max_update_norm"),
             public_key=Subquery(active_key),
+            secure=F("round__run__secure_aggregation"),
         )
         .first()
     )
@@ -128,7 +131,7 @@ def _forgery(envelope: Envelope[SiteReply], dispatch: Any) -> str | None:
         return "bad_signature"
     if reply.nonce != dispatch.nonce or reply.launched != dispatch.launched:
         return "replayed"
-    if reply.error is None and reply.kind == "train":
+    if reply.error is None and reply.kind == "train" and reply.stage in ("", "masked"):
         # The update travels beside the signed body: it must be the one the site signed.
         try:
             envelope.attachment_bytes(reply.update_sha256, limit=dispatch.max_update_bytes)
@@ -211,6 +214,12 @@ def _record_answer(wire: Any, received: float) -> int | None:
         _count_forged(reply.run, reply.round, forgery)
         return None
     assert dispatch is not None
+    if dispatch.secure or reply.stage:
+        # A secure run's answers count only as stages; a plain update is never accepted there.
+        if not (dispatch.secure and reply.stage):
+            _count_forged(reply.run, reply.round, "not_secure")
+            return None
+        return secure_answer_record(dispatch, envelope)
     timings = dict(reply.timings)
     replied = timings.pop("replied_at", None)
     if replied is not None:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from alliance.services.audit import audit_record
-from projects.federation import encoding, strategies
+from projects.federation import encoding, secagg, strategies
 from projects.models import ModelVersion, Round, SiteRound, TrainingRun
 from projects.services.privacy import privacy_spend_round
 from projects.services.runs.notices import run_finished_notify
@@ -89,6 +89,50 @@ def _timings(round_: Round, sites: list[SiteRound], contributed: list[SiteRound]
     return timings
 
 
+def _fail(round_: Round, summary: dict, reason: str, timings: dict) -> None:
+    """The round failed (caller's transaction): so is the run, with the reason."""
+    run = round_.run
+    round_.status = Round.Status.FAILED
+    round_.reason = reason
+    round_.timings = timings
+    round_.closed_at = timezone.now()
+    round_.save()
+    audit_record(
+        actor=None,
+        action="round.failed",
+        target=round_.run,
+        subject_institution=run.institution,
+        payload={**summary, "reason": round_.reason},
+    )
+    fail_run(
+        run,
+        [_("Round %(n)s failed: %(reason)s") % {"n": round_.number, "reason": round_.reason}],
+    )
+
+
+def fail_round(round_: Round, sites: list[SiteRound], reason: str, *, secure: dict) -> None:
+    """A secure round that cannot go on (caller's transaction): every site still in is
+    dropped, the masked vectors are cleared, and the round and the run fail with ``reason``."""
+    for s in sites:
+        if s.status == SiteRound.Status.DISPATCHED:
+            s.status = SiteRound.Status.DROPPED
+            s.reason = reason
+        s.update = ""
+        s.secagg = {k: v for k, v in s.secagg.items() if k in ("advertise", "masked")}
+    SiteRound.objects.bulk_update(sites, ["status", "reason", "update", "secagg"])
+    round_.secagg = {
+        "stage": "failed",
+        "seen": {k: secure[k] for k in ("advertised", "u2", "u3") if k in secure},
+    }
+    summary = {
+        "problem": round_.run.problem.slug,
+        "run": round_.run.number,
+        "round": round_.number,
+        "secure_aggregation": {"stage": secure.get("stage"), **round_.secagg["seen"]},
+    }
+    _fail(round_, summary, reason, dict(round_.timings or {}))
+
+
 def close_round(
     round_: Round, *, at_deadline: bool = False, sites: list[SiteRound] | None = None
 ) -> bool:
@@ -127,8 +171,7 @@ def close_round(
     timings = _timings(round_, sites, contributed)
     _report_forged(round_)
     if len(contributed) < run.min_contributors:
-        round_.status = Round.Status.FAILED
-        round_.reason = _(
+        reason = _(
             "Only %(count)s of the %(needed)s contributions the run needs arrived "
             "(%(dropped)s dropped at the deadline, %(rejected)s rejected)."
         ) % {
@@ -137,27 +180,34 @@ def close_round(
             "dropped": len(dropped),
             "rejected": len(summary["rejected"]),
         }
-        round_.timings = timings
-        round_.closed_at = timezone.now()
-        round_.save()
-        audit_record(
-            actor=None,
-            action="round.failed",
-            target=round_.run,
-            subject_institution=run.institution,
-            payload={**summary, "reason": round_.reason},
-        )
-        fail_run(
-            run,
-            [_("Round %(n)s failed: %(reason)s") % {"n": round_.number, "reason": round_.reason}],
-        )
+        _fail(round_, summary, reason, timings)
         return False
 
+    if run.secure_aggregation:
+        from projects.services.runs.secure import unmasked_params
+
+        try:
+            mean, total, seen = unmasked_params(round_, contributed, sites)
+        except secagg.SecAggFailure as exc:
+            from projects.services.runs.secure import stage_text
+
+            _fail(round_, summary, stage_text(exc.code, exc.detail), timings)
+            return False
+        round_.secagg = {"stage": "closed", "seen": seen}
+        summary.pop("updates")
+        summary["secure_aggregation"] = seen
+        for s in sites:  # the shares served their purpose; the public keys stay on record
+            s.secagg = {k: v for k, v in s.secagg.items() if k in ("advertise", "masked")}
     global_params = encoding.decode_params(round_start_bytes(run, round_.number))
-    results = [
-        (encoding.decode_params(encoding.from_text(s.update)), float(s.sample_count))
-        for s in contributed
-    ]
+    if run.secure_aggregation:
+        # One result: the survivors' weighted mean and their total rows, which FedAvg, FedProx
+        # and FedAdam treat as they would the sites' own parameters.
+        results = [(mean, float(total))]
+    else:
+        results = [
+            (encoding.decode_params(encoding.from_text(s.update)), float(s.sample_count))
+            for s in contributed
+        ]
     state = (
         encoding.decode_params(encoding.from_text(run.strategy_state))
         if run.strategy_state
@@ -182,12 +232,12 @@ def close_round(
     model = model_store(run=run, round_number=round_.number, blob=blob, metrics={})
     if state is not None:
         run.strategy_state = encoding.to_text(encoding.encode_params(state))
-    keep = not run.agreement.secure_aggregation
+    keep = not (run.agreement.secure_aggregation or run.secure_aggregation)
     for s in contributed:
         if keep:  # kept by its hash for contribution measurement, out of the round's row
             blob_store(encoding.from_text(s.update))
         s.update = ""
-    SiteRound.objects.bulk_update(sites, ["update", "timings"])
+    SiteRound.objects.bulk_update(sites, ["update", "timings", "secagg"])
     round_.status = Round.Status.SUCCEEDED
     round_.metrics = metrics
     round_.model = model

@@ -96,6 +96,7 @@ class LaunchConfig:
     min_contributors: int | None = None  # None: what the agreement requires
     round_deadline: int = DEFAULTS["round_deadline"]
     seed: int = DEFAULTS["seed"]
+    # Secure aggregation; whatever is asked here, a run is secure when its agreement says so.
     secure_aggregation: bool = False
     # Record-level differential privacy at the sites: {"epsilon": ..., "clip_norm": ...};
     # None: none.
@@ -301,8 +302,6 @@ def launch_errors(config: LaunchConfig) -> dict[str, str]:
             errors["min_contributors"] = _("Give a whole number of at least 1.")
     if not isinstance(config.secure_aggregation, bool):
         errors["secure_aggregation"] = _("Answer yes or no.")
-    elif config.secure_aggregation:
-        errors["secure_aggregation"] = _("Secure aggregation is not available on this portal yet.")
     if config.dp_options is not None:
         if not isinstance(config.dp_options, dict):
             errors["dp_options"] = _("Give the differential-privacy options as names and numbers.")
@@ -321,6 +320,7 @@ class LaunchPlan:
     decision: PolicyDecision
     min_contributors: int
     spec: LearningSpec | None = None  # None when refused
+    secure: bool = False  # every round securely aggregated (asked, or the agreement requires it)
 
     @property
     def allowed(self) -> bool:
@@ -389,6 +389,9 @@ def launch_plan(
     """
     agreement = problem.agreements.filter(status="effective").first()
     min_contributors = config.min_contributors or (agreement.min_contributors if agreement else 2)
+    secure = bool(config.secure_aggregation) or bool(
+        agreement is not None and agreement.secure_aggregation
+    )
     epsilon = None
     if config.dp_options is not None:
         epsilon = privacy.dp_options(config.dp_options)["epsilon"]
@@ -397,7 +400,8 @@ def launch_plan(
         config=RunConfig(
             model_family=config.model_family,
             min_contributors=min_contributors,
-            secure_aggregation=config.secure_aggregation,
+            secure_aggregation=secure,
+            strategy=config.strategy,
             dp_epsilon=epsilon,
             agreement_version=agreement_version,
             contributors=contributors,
@@ -418,6 +422,15 @@ def launch_plan(
             )
         except ApplicationError as exc:
             reasons.append(exc.message)
+    if secure and config.dp_options is not None:
+        # A secure round hides each site's update, and with it the record the ledger spends
+        # from: the two are not combined in one run until the ledger can account for it.
+        reasons.append(
+            _(
+                "Differential privacy and secure aggregation cannot be combined in one run yet: "
+                "launch a securely aggregated run without differential privacy."
+            )
+        )
     if spec is not None and not reasons:
         dp = _dp_spec(config, decision, reasons)
         if dp is not None:
@@ -439,6 +452,7 @@ def launch_plan(
         decision=replace(decision, reasons=tuple(reasons)),
         min_contributors=min_contributors,
         spec=spec if not reasons else None,
+        secure=secure,
     )
 
 
@@ -468,6 +482,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             )
         spec = plan.spec
         min_contributors = plan.min_contributors
+        secure = plan.secure
         family_options = config.resolved_family_options()
         if config.model_family == ModelFamily.MLP:
             family_options.setdefault("task", spec.task)
@@ -493,6 +508,7 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
             seed=int(config.seed),
             validation_share=float(config.validation_share),
             feature_scaling=config.feature_scaling,
+            secure_aggregation=secure,
             max_update_norm=settings.FEDERATION_MAX_UPDATE_NORM,
             max_update_bytes=settings.FEDERATION_MAX_UPDATE_BYTES,
             spec=spec.to_json(),
@@ -519,8 +535,8 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
                 "rounds": run.rounds,
                 "seed": run.seed,
                 "options": run.options,
+                "secure_aggregation": run.secure_aggregation,
                 "contributors": sorted(c.institution.slug for c in decision.contributors),
-                "secure_aggregation": config.secure_aggregation,
                 "differential_privacy": spec.dp.to_json() if spec.dp is not None else None,
                 "initial_model_sha256": initial.sha256,
             },

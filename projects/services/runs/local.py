@@ -13,6 +13,7 @@ from django.test.utils import override_settings
 from portal.common.keys import portal_public_text
 from projects.federation.protocol import Envelope, sha256_hex
 from projects.models import Evaluation, Problem, Round, SiteRound, TrainingRun
+from projects.services.runs import secure
 from projects.services.runs.answers import update_receive
 from projects.services.runs.dispatch import in_process, seal, site_message
 from projects.services.runs.launch import LaunchConfig, run_launch
@@ -32,6 +33,16 @@ def _play_round(run: TrainingRun) -> bool:
     round_ = Round.objects.filter(run=run, status=Round.Status.RUNNING).first()
     if round_ is None:
         return False
+    if run.secure_aggregation:
+        # Stage after stage: each one moves on when its last answer arrives.
+        while round_.status == Round.Status.RUNNING:
+            rows = secure.round_rows(round_)
+            todo = secure.waiting(round_, rows)
+            if not todo:
+                break
+            _answer(secure.stage_envelopes(run, round_, todo, rows))
+            round_.refresh_from_db()
+        return True
     waiting = list(
         round_.sites.select_related("institution", "dataset").filter(
             status=SiteRound.Status.DISPATCHED

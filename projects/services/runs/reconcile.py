@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from projects.federation.protocol import sha256_hex
 from projects.models import Evaluation, Round, SiteRound, TrainingRun
+from projects.services.runs import secure
 from projects.services.runs.dispatch import publish_safely, seal, site_message
 from projects.services.runs.rounds import round_deadline, run_advance
 from projects.services.runs.store import round_start_bytes
@@ -63,8 +64,17 @@ def _resend(round_: Round, now: datetime, resend_all: bool) -> int:
     if not waiting:
         return 0
     run = round_.run
-    params = round_start_bytes(run, round_.number)
-    envelopes = seal([site_message(run, round_, s, sha256_hex(params)) for s in waiting], params)
+    if run.secure_aggregation:
+        rows = secure.round_rows(round_)
+        waiting = [s for s in secure.waiting(round_, rows) if s.pk in {w.pk for w in waiting}]
+        if not waiting:
+            return 0
+        envelopes = secure.stage_envelopes(run, round_, waiting, rows)
+    else:
+        params = round_start_bytes(run, round_.number)
+        envelopes = seal(
+            [site_message(run, round_, s, sha256_hex(params)) for s in waiting], params
+        )
     if not publish_safely(envelopes):
         return 0
     SiteRound.objects.filter(pk__in=[s.pk for s in waiting]).update(resent_at=now)

@@ -19,10 +19,12 @@ from django.utils.translation import gettext as _
 from alliance.services.audit import audit_record
 from portal.common.errors import Conflict
 from projects.federation.protocol import DpSpec, sha256_hex
+from projects.federation.secagg import SecAggFailure
 from projects.models import Round, SiteRound, TrainingRun
 from projects.permissions import can_cancel
 from projects.services.policy import Exclusion, PolicyDecision, RunConfig, run_policy_check
 from projects.services.privacy import budget_projections, budget_reason
+from projects.services.runs import secure
 from projects.services.runs.closing import close_round, fail_run
 from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
 from projects.services.runs.notices import run_finished_notify
@@ -93,6 +95,8 @@ def run_advance(run_id: int) -> Round | None:
             config=RunConfig(
                 model_family=run.model_family,
                 min_contributors=run.min_contributors,
+                secure_aggregation=run.secure_aggregation,
+                strategy=run.strategy,
                 agreement_version=run.agreement.number,
                 dp_epsilon=(run.spec.get("dp") or {}).get("epsilon"),
                 l2=run.l2,
@@ -138,9 +142,22 @@ def run_advance(run_id: int) -> Round | None:
                 "excluded": round_.excluded,
             },
         )
-        params = round_start_bytes(run, number)
-        sha = sha256_hex(params)
-        envelopes = seal([site_message(run, round_, s, sha) for s in sites], params)
+        if run.secure_aggregation:
+            for s in sites:  # the rows as the stages read them
+                s.round = round_
+            try:
+                envelopes = secure.round_open(run, round_, sites)
+            except SecAggFailure as exc:
+                reason = secure.stage_text(exc.code, exc.detail)
+                round_.status, round_.reason, round_.closed_at = Round.Status.FAILED, reason, now
+                round_.save(update_fields=["status", "reason", "closed_at"])
+                SiteRound.objects.filter(round=round_).update(status=SiteRound.Status.CANCELLED)
+                fail_run(run, [reason])
+                return round_
+        else:
+            params = round_start_bytes(run, number)
+            sha = sha256_hex(params)
+            envelopes = seal([site_message(run, round_, s, sha) for s in sites], params)
         # After commit: the round's rows are the record of what must be sent and by when; if
         # the broker is away, the reconciler sends it again and closes it at its deadline.
         transaction.on_commit(lambda: publish_safely(envelopes))
@@ -160,7 +177,13 @@ def round_deadline(run_id: int, number: int) -> None:
         )
         if round_ is None or round_.deadline_at > timezone.now():
             return  # closed already, or not due yet: the reconciler looks again
-        goes_on = close_round(round_, at_deadline=True)
+        if round_.run.secure_aggregation:
+            rows = list(
+                round_.sites.select_related("institution", "dataset").order_by("institution__slug")
+            )
+            goes_on = secure.stage_advance(round_, rows, at_deadline=True)
+        else:
+            goes_on = close_round(round_, at_deadline=True)
     if goes_on:
         run_advance(run_id)
 
@@ -219,6 +242,7 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
             round_.sites.filter(status=SiteRound.Status.DISPATCHED).update(
                 status=SiteRound.Status.CANCELLED
             )
+            round_.sites.exclude(update="").update(update="")  # a secure round's masked vectors
         run.status = TrainingRun.Status.CANCELLED
         run.cancelled_by = actor
         run.finished_at = now
