@@ -109,7 +109,7 @@ def test_the_policy_check_refuses_settings_the_launch_refuses(ready, api_as):
         ({"dp_options": {"epsilon": -1}}, "dp_options"),
         ({"dp_options": {"clip_norm": 1}}, "dp_options"),
         ({"rounds": 0}, "rounds"),
-        ({"secure_aggregation": True}, "secure_aggregation"),
+        ({"secure_aggregation": "sometimes"}, "secure_aggregation"),
     ]:
         response = client.post(url, {"model_family": "logistic_regression", **body}, format="json")
         assert response.status_code == 400, body
