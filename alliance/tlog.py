@@ -49,6 +49,7 @@ class CompactTree:
 
     ``on_node(level, index, hash)`` is called for every perfect subtree completed by an append,
     level 0 being the leaf itself; the subtree covers leaves [index << level, (index + 1) << level).
+    Only levels from ``min_level`` up are reported.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class CompactTree:
         size: int = 0,
         frontier: Iterable[bytes] = (),
         on_node: Callable[[int, int, bytes], None] | None = None,
+        min_level: int = 0,
     ) -> None:
         self.size = size
         # Roots of the perfect subtrees, largest (leftmost) first; one per set bit of size.
@@ -63,6 +65,7 @@ class CompactTree:
         if len(self.frontier) != bin(size).count("1"):
             raise ValueError("frontier does not match the tree size")
         self.on_node = on_node
+        self.min_level = min_level
 
     def append(self, leaf: bytes) -> None:
         """Append one leaf hash."""
@@ -71,14 +74,15 @@ class CompactTree:
         frontier = self.frontier
         node = leaf
         level = 0
-        if on_node is not None:
+        report = on_node is not None
+        if report and self.min_level == 0:
             on_node(0, size, node)
         # Each trailing 1 bit of the old size is a perfect subtree the new leaf completes.
         while size & 1:
             node = node_hash(frontier.pop(), node)
             size >>= 1
             level += 1
-            if on_node is not None:
+            if report and level >= self.min_level:
                 on_node(level, size, node)
         frontier.append(node)
         self.size += 1
