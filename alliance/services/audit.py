@@ -84,7 +84,17 @@ def audit_record(
     )
     event.hash = event.compute_hash()
     event.save()
+    _sign_after_commit()
     return event
+
+
+def _sign_after_commit() -> None:
+    """Once per transaction: sign a checkpoint over the new events after it commits."""
+    # Imported here: the signer builds on this module.
+    from alliance.services.audit_log import audit_checkpoint_after_append
+
+    if not any(item[1] is audit_checkpoint_after_append for item in connection.run_on_commit):
+        transaction.on_commit(audit_checkpoint_after_append, robust=True)
 
 
 @dataclass(frozen=True)
