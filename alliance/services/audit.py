@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -141,12 +141,14 @@ _ROW_FIELDS = (
 _CHUNK = 5000
 
 
-def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[AuditRow]:
-    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, as plain tuples.
+def _row_chunks(
+    after_seq: int = 0, upto_seq: int | None = None
+) -> tuple[Iterator[list[tuple]], bool]:
+    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, in chunks of tuples.
 
-    PostgreSQL: one server-side cursor, the time formatted by the database, no model instance
-    per event. From the genesis every row is read: "seq > 0" would skip a forged event numbered
-    0 unseen.
+    PostgreSQL: one server-side cursor, the time formatted by the database, the payload as its
+    JSON text (the second value is True then), no model instance per event. From the genesis
+    every row is read: "seq > 0" would skip a forged event numbered 0 unseen.
     """
     if connection.vendor != "postgresql":
         events = AuditEvent.objects.order_by("seq")
@@ -154,10 +156,19 @@ def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[A
             events = events.filter(seq__gt=after_seq)
         if upto_seq is not None:
             events = events.filter(seq__lte=upto_seq)
-        for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=_CHUNK):
-            created = row[1].astimezone(UTC).strftime(CREATED_AT_FORMAT)
-            yield (row[0], created, *row[2:])
-        return
+
+        def portable() -> Iterator[list[tuple]]:
+            chunk = []
+            for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=_CHUNK):
+                created = row[1].astimezone(UTC).strftime(CREATED_AT_FORMAT)
+                chunk.append((row[0], created, *row[2:]))
+                if len(chunk) == _CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        return portable(), False
     where, params = [], []
     if after_seq > 0:
         where.append('"seq" > %s')
@@ -166,13 +177,26 @@ def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[A
         where.append('"seq" <= %s')
         params.append(upto_seq)
     sql = _ROWS_SQL + (" WHERE " + " AND ".join(where) if where else "") + ' ORDER BY "seq"'
+
+    def server_side() -> Iterator[list[tuple]]:
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(_CHUNK):
+                yield rows
+
+    return server_side(), True
+
+
+def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[AuditRow]:
+    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, as plain tuples."""
+    chunks, payload_text = _row_chunks(after_seq, upto_seq)
     loads = json.loads
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(sql, params)
-        while rows := cursor.fetchmany(_CHUNK):
-            for r in rows:
-                yield (r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], loads(r[10]),
-                       r[11], r[12])  # fmt: skip
+    for rows in chunks:
+        for r in rows:
+            if payload_text:
+                yield (*r[:10], loads(r[10]), r[11], r[12])
+            else:
+                yield r
 
 
 def _row_of(event: AuditEvent) -> AuditRow:
@@ -193,13 +217,76 @@ def _row_of(event: AuditEvent) -> AuditRow:
     )
 
 
+@dataclass
+class _Stream:
+    """What a verification pass yields besides its verdict: the tree's root at one size."""
+
+    root_at: int = 0
+    root: bytes | None = None
+
+
+def _verify_chunks(
+    chunks: Iterable[Iterable[tuple]],
+    *,
+    payload_text: bool = False,
+    after_seq: int = 0,
+    prev_hash: str = GENESIS_HASH,
+    tree: tlog.CompactTree | None = None,
+    stream: _Stream | None = None,
+) -> ChainVerification:
+    """The chain check's loop, kept flat: it runs once per event, 100,000 times a second."""
+    expected_prev = prev_hash
+    expected_seq = after_seq + 1
+    count = after_seq
+    sha256 = hashlib.sha256
+    encode = canonical_event_bytes
+    loads = json.loads
+    append = tree.append if tree is not None else None
+    root_at = stream.root_at if stream is not None else 0
+    for rows in chunks:
+        for seq, at, actor, name, actor_inst, subject, action, ttype, tid, label, payload, prev, h in rows:  # fmt: skip  # noqa: E501
+            if seq != expected_seq:
+                if seq > expected_seq:
+                    reason = _("event %(seq)d is missing") % {"seq": expected_seq}
+                else:
+                    reason = _("event %(seq)d is out of order") % {"seq": seq}
+                return ChainVerification(False, count, expected_seq, reason, expected_prev)
+            if prev != expected_prev:
+                return ChainVerification(
+                    False,
+                    count,
+                    seq,
+                    _("event %(seq)d does not follow its predecessor") % {"seq": seq},
+                    expected_prev,
+                )
+            data = encode(
+                seq, at, actor, name, actor_inst, subject, action, ttype, tid, label,
+                loads(payload) if payload_text else payload, prev,
+            )  # fmt: skip
+            if sha256(data).hexdigest() != h:
+                return ChainVerification(
+                    False,
+                    count,
+                    seq,
+                    _("event %(seq)d was altered after it was written") % {"seq": seq},
+                    expected_prev,
+                )
+            if append is not None:
+                append(sha256(b"\x00" + data).digest())
+                if seq == root_at:
+                    stream.root = tree.root()
+            expected_prev = h
+            expected_seq += 1
+            count += 1
+    return ChainVerification(True, count, last_hash=expected_prev)
+
+
 def verify_rows(
     rows: Iterable[AuditRow],
     *,
     after_seq: int = 0,
     prev_hash: str = GENESIS_HASH,
     tree: tlog.CompactTree | None = None,
-    on_event: Callable[[int, str], None] | None = None,
 ) -> ChainVerification:
     """Recompute the chain over ``rows`` in sequence order (and append each leaf to ``tree``).
 
@@ -208,45 +295,27 @@ def verify_rows(
     exactly the same rules, so the full check and the incremental badge cannot disagree. The
     leaf of the audit log's Merkle tree is the same canonical bytes the chain hashes.
     """
-    expected_prev = prev_hash
-    expected_seq = after_seq + 1
-    count = after_seq
-    sha256 = hashlib.sha256
-    encode = canonical_event_bytes
-    append = tree.append if tree is not None else None
-    for row in rows:
-        seq = row[0]
-        if seq != expected_seq:
-            if seq > expected_seq:
-                reason = _("event %(seq)d is missing") % {"seq": expected_seq}
-            else:
-                reason = _("event %(seq)d is out of order") % {"seq": seq}
-            return ChainVerification(False, count, expected_seq, reason, expected_prev)
-        if row[11] != expected_prev:
-            return ChainVerification(
-                False,
-                count,
-                seq,
-                _("event %(seq)d does not follow its predecessor") % {"seq": seq},
-                expected_prev,
-            )
-        data = encode(*row[:12])
-        if sha256(data).hexdigest() != row[12]:
-            return ChainVerification(
-                False,
-                count,
-                seq,
-                _("event %(seq)d was altered after it was written") % {"seq": seq},
-                expected_prev,
-            )
-        if append is not None:
-            append(sha256(b"\x00" + data).digest())
-            if on_event is not None:
-                on_event(seq, row[12])
-        expected_prev = row[12]
-        expected_seq += 1
-        count += 1
-    return ChainVerification(True, count, last_hash=expected_prev)
+    return _verify_chunks([rows], after_seq=after_seq, prev_hash=prev_hash, tree=tree)
+
+
+def verify_stored(
+    *,
+    after_seq: int = 0,
+    upto_seq: int | None = None,
+    prev_hash: str = GENESIS_HASH,
+    tree: tlog.CompactTree | None = None,
+    stream: _Stream | None = None,
+) -> ChainVerification:
+    """``verify_rows`` over the events in the database, streamed as fast as they come."""
+    chunks, payload_text = _row_chunks(after_seq, upto_seq)
+    return _verify_chunks(
+        chunks,
+        payload_text=payload_text,
+        after_seq=after_seq,
+        prev_hash=prev_hash,
+        tree=tree,
+        stream=stream,
+    )
 
 
 def verify_events(
@@ -295,7 +364,6 @@ def _verify_with_tree() -> tuple[ChainVerification, str, int]:
         AuditTreeNode.objects.filter(level=_BLOCK_LEVEL).values_list("index", "hash")
     )  # fmt: skip
     first_bad_block: list[int] = []
-    captured: dict[str, bytes] = {}
 
     def on_node(level: int, index: int, digest: bytes) -> None:
         if level == _BLOCK_LEVEL and not first_bad_block:
@@ -305,24 +373,23 @@ def _verify_with_tree() -> tuple[ChainVerification, str, int]:
 
     tree = tlog.CompactTree(on_node=on_node, min_level=_BLOCK_LEVEL)
 
-    boundary_hashes: dict[int, str] = {0: GENESIS_HASH}
-
-    def on_event(seq: int, event_hash: str) -> None:
-        if seq & _BLOCK_MASK == 0:
-            boundary_hashes[seq] = event_hash
-        if seq == signed[0]:
-            captured["root"] = tree.root()
-
-    result = verify_rows(audit_rows(), tree=tree, on_event=on_event if signed is not None else None)
-    if not result.ok or signed is None:
+    if signed is None:  # nothing signed yet: the chain is all there is to check
+        return verify_stored(), "", 0
+    stream = _Stream(root_at=signed[0])
+    result = verify_stored(tree=tree, stream=stream)
+    if not result.ok:
         return result, "", 0
     size, root = signed
     if result.count < size:
         return result, AuditCheckpoint.Problem.REMOVED, size
-    if captured["root"].hex() != root:
+    if stream.root is None or stream.root.hex() != root:
         # The intact prefix ends before the first block whose stored hash differs (if known).
         before = first_bad_block[0] << _BLOCK_LEVEL if first_bad_block else 0
-        intact = ChainVerification(False, before, before + 1, "", boundary_hashes[before])
+        last_hash = (
+            AuditEvent.objects.filter(seq=before).values_list("hash", flat=True).first()
+            or GENESIS_HASH
+        )
+        intact = ChainVerification(False, before, before + 1, "", last_hash)
         return intact, AuditCheckpoint.Problem.REWRITTEN, size
     return result, "", 0
 
@@ -414,11 +481,7 @@ def audit_chain_status() -> ChainVerification:
             return _full_check()
         if checkpoint.problem:
             return _remembered_problem(checkpoint)
-        result = verify_rows(
-            audit_rows(after_seq=checkpoint.seq),
-            after_seq=checkpoint.seq,
-            prev_hash=checkpoint.hash,
-        )
+        result = verify_stored(after_seq=checkpoint.seq, prev_hash=checkpoint.hash)
         if result.count != checkpoint.seq:
             _save_checkpoint(result)
         return result

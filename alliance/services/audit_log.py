@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 from alliance import tlog
 from alliance.models import AuditEvent, AuditLogHead, AuditTreeNode, SignedCheckpoint
 from alliance.models.audit import canonical_event_bytes
-from alliance.services.audit import ChainVerification, audit_rows, verify_rows
+from alliance.services.audit import ChainVerification, audit_rows, verify_stored
 from portal.common.errors import ApplicationError
 from portal.common.keys import portal_key
 
@@ -78,12 +78,7 @@ def _extend(head: AuditLogHead) -> None:
     tree = tlog.CompactTree(
         head.size, [bytes.fromhex(h) for h in head.frontier], on_node=keep, min_level=STORED_LEVEL
     )
-    result = verify_rows(
-        audit_rows(after_seq=head.size),
-        after_seq=head.size,
-        prev_hash=head.last_hash,
-        tree=tree,
-    )
+    result = verify_stored(after_seq=head.size, prev_hash=head.last_hash, tree=tree)
     if not result.ok:
         raise AuditLogBroken(
             _("The audit trail no longer continues the signed log at event %(seq)d: %(reason)s")
@@ -312,7 +307,7 @@ def audit_verify_checkpoint(note: str) -> ConsistencyVerification:
         size2 = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
         if size2 < size1:
             # The proof cannot exist; the chain still says whether the rest holds.
-            chain = verify_rows(audit_rows())
+            chain = verify_stored()
             return ConsistencyVerification(
                 False,
                 size1,
@@ -335,7 +330,7 @@ def audit_verify_checkpoint(note: str) -> ConsistencyVerification:
 
         lowest = min((level for level, _index in by_level), default=0)
         tree = tlog.CompactTree(on_node=capture, min_level=lowest)
-        chain = verify_rows(audit_rows(upto_seq=size2), tree=tree)
+        chain = verify_stored(upto_seq=size2, tree=tree)
     if not chain.ok:
         return ConsistencyVerification(
             False,
