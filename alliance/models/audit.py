@@ -17,11 +17,6 @@ _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 _str = encode_basestring
 
 
-def _num(value: int | None) -> str:
-    """An integer column's JSON form (the database gives ints or None, never bools or floats)."""
-    return "null" if value is None else int.__repr__(value)
-
-
 def canonical_event_bytes(
     seq: int,
     created_at: str,
@@ -44,12 +39,16 @@ def canonical_event_bytes(
     # The sorted keys, written out: as json.dumps(document, sort_keys=True, separators=(",",
     # ":"), ensure_ascii=False) would, byte for byte (a known-answer test pins it), without
     # building and sorting a dict per event.
+    # Integers inline ({x} formats an int as json does; the columns hold ints or NULL, never
+    # bools or floats): no function call per field, this runs 100,000 times a second.
+    actor = "null" if actor_id is None else actor_id
+    actor_inst = "null" if actor_institution_id is None else actor_institution_id
+    subject = "null" if subject_institution_id is None else subject_institution_id
     return (
-        f'{{"action":{_str(action)},"actor_id":{_num(actor_id)},'
-        f'"actor_institution_id":{_num(actor_institution_id)},'
+        f'{{"action":{_str(action)},"actor_id":{actor},"actor_institution_id":{actor_inst},'
         f'"actor_username":{_str(actor_username)},"created_at":{_str(created_at)},'
-        f'"payload":{_ENCODE(payload)},"prev_hash":{_str(prev_hash)},"seq":{_num(seq)},'
-        f'"subject_institution_id":{_num(subject_institution_id)},'
+        f'"payload":{_ENCODE(payload)},"prev_hash":{_str(prev_hash)},"seq":{seq:d},'
+        f'"subject_institution_id":{subject},'
         f'"target_id":{_str(target_id)},"target_label":{_str(target_label)},'
         f'"target_type":{_str(target_type)}}}'
     ).encode()
