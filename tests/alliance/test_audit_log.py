@@ -351,3 +351,20 @@ def test_an_inclusion_proof_verifies_offline_with_the_documented_script(api_as, 
     ran = subprocess.run([*script, "--key", key], capture_output=True, text=True, check=False)
     assert ran.returncode == 1
     assert "does not lead to the signed root" in ran.stderr
+
+
+def test_staff_console_shows_checkpoints_read_only(client, staff):
+    staff.is_superuser = True
+    staff.save()
+    _events(2)
+    checkpoint = audit_log.audit_checkpoint_issue()
+    client.force_login(staff)
+    listing = client.get(reverse("admin:alliance_signedcheckpoint_changelist"))
+    assert listing.status_code == 200
+    assert checkpoint.root[:16] in listing.content.decode()
+    detail = client.get(reverse("admin:alliance_signedcheckpoint_change", args=[checkpoint.pk]))
+    assert checkpoint.note.splitlines()[0] in detail.content.decode()
+    assert client.get(reverse("admin:alliance_signedcheckpoint_add")).status_code == 403
+    delete = reverse("admin:alliance_signedcheckpoint_delete", args=[checkpoint.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert SignedCheckpoint.objects.filter(pk=checkpoint.pk).exists()
