@@ -55,9 +55,11 @@ seed: migrate ## Seed the demo alliance (idempotent)
 verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 	$(BIN)/python manage.py verify_audit
 
-bench: $(VENV)/.runtime ## Time 20 federated rounds, the dashboards on a large seeded alliance, audit verification
+bench: $(VENV)/.runtime ## Time federated rounds, the dashboards, pages and API lists under load, the accuracy cost of DP, audit verification
 	$(BIN)/python bench/federation.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/privacy.py
 	$(BIN)/python bench/audit.py
 
 clean: ## Remove the virtualenv and local data (var/)

@@ -171,12 +171,22 @@ register_actions(
         "member.role_changed": gettext_lazy("Role changed"),
         "member.deactivated": gettext_lazy("Person deactivated"),
         "member.reactivated": gettext_lazy("Person reactivated"),
+        "webhook.registered": gettext_lazy("Webhook registered"),
+        "webhook.updated": gettext_lazy("Webhook changed"),
+        "webhook.secret_rotated": gettext_lazy("Webhook secret replaced"),
+        "webhook.secret_revealed": gettext_lazy("Webhook secret revealed"),
+        "webhook.deleted": gettext_lazy("Webhook removed"),
     }
 )
 register_target(
     "alliance.membershipapplication",
     r"(?P<name>.+) \([^()]*\)",
     gettext_lazy("Application of %(name)s"),
+)
+register_target(
+    "alliance.webhook",
+    r"(?P<institution>.+?) · (?P<url>.+)",
+    gettext_lazy("Webhook %(url)s of %(institution)s"),
 )
 register_target(
     "alliance.membership",

@@ -3,7 +3,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from alliance.models import Institution, Role, Sector
+from alliance.models import Event, Institution, Role, Sector
 
 
 class ApplicationForm(forms.Form):
@@ -53,3 +53,29 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(
         label=_("Reason"), widget=forms.Textarea(attrs={"rows": 3}), max_length=2000
     )
+
+
+class NotificationPreferenceForm(forms.Form):
+    email_own_runs = forms.BooleanField(
+        label=_("When a run I launched finishes, fails or is cancelled"), required=False
+    )
+    email_problem_runs = forms.BooleanField(
+        label=_("When a run of a problem my institution takes part in ends"), required=False
+    )
+    email_reminders = forms.BooleanField(
+        label=_("A daily reminder of decisions that have waited for me"), required=False
+    )
+
+
+class WebhookForm(forms.Form):
+    # Checked by the service (http or https only, no credentials); a plain field here so that
+    # its message is the service's.
+    url = forms.CharField(
+        label=_("URL"),
+        max_length=500,
+        help_text=_("An http:// or https:// address that accepts a POST with a JSON body."),
+    )
+    events = forms.MultipleChoiceField(
+        label=_("Events"), choices=Event.choices, widget=forms.CheckboxSelectMultiple
+    )
+    is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)

@@ -65,6 +65,34 @@ def acting_membership(actor: User | None, *, roles: Iterable[str] | None = None)
     return membership
 
 
+# Set by the portal's authentication (portal.common.auth) on a person read for this request
+# together with their membership and institution: that reading is as fresh as a new one.
+READ_WITH_MEMBERSHIP = "_read_with_membership"
+
+
+def current_membership(
+    actor: User | None, *, roles: Iterable[str] | None = None
+) -> Membership | None:
+    """``acting_membership``, or None where it would refuse; without a query of its own when the
+    person was read with their membership for this request (a page's or API call's checks)."""
+    if actor is None or not actor.is_authenticated:
+        return None
+    if not getattr(actor, READ_WITH_MEMBERSHIP, False):
+        try:
+            return acting_membership(actor, roles=roles)
+        except PermissionDenied:
+            return None
+    membership = membership_of(actor)
+    if (
+        membership is None
+        or not actor.is_active
+        or membership.institution.status != Institution.Status.ADMITTED
+        or (roles is not None and membership.role not in list(roles))
+    ):
+        return None
+    return membership
+
+
 def require_people_manager(actor: User | None, membership: Membership | None = None) -> Membership:
     """The actor's own membership, if the actor manages its institution's people (its admins),
     and ``membership``, when given, is one of them; else PermissionDenied."""

@@ -56,7 +56,7 @@ def invitation_accept(request: HttpRequest, uidb64: str, token: str) -> HttpResp
     form = SetPasswordForm(user, request.POST or None)
     if request.method == "POST" and form.is_valid():
         services.member_accept_invitation(user=user, password=form.cleaned_data["new_password1"])
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="portal.common.auth.PortalBackend")
         messages.success(request, _("Welcome to the alliance portal. Your password is set."))
         return redirect("dashboard")
     return render(request, "alliance/invitation_accept.html", {"form": form, "invited_user": user})

@@ -237,6 +237,23 @@ REQUEST_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
             "seed": 42,
         },
     ),
+    # --- Notifications and webhooks -------------------------------------------------------------
+    "notification_preferences_partial_update": (
+        "No more emails about other people's runs",
+        {"email_problem_runs": False},
+    ),
+    "webhooks_create": (
+        "Tell the hospital's research platform when a run ends",
+        {
+            "url": "https://research-platform.north-hospital.example.org/portal-events",
+            "events": ["run.succeeded", "run.failed", "run.cancelled"],
+            "is_active": True,
+        },
+    ),
+    "webhooks_partial_update": (
+        "Only finished runs, from now on",
+        {"events": ["run.succeeded"]},
+    ),
 }
 
 JSON = "application/json"

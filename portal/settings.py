@@ -137,7 +137,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out user or address before any password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's model backend, reading a session's person with their membership (one query).
+    "portal.common.auth.PortalBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: anonymous visitors hold no object permissions
@@ -208,6 +209,16 @@ EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="alliance-portal@localhost")
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000")
+
+# --- Notifications and webhooks (alliance.services.notices, alliance.services.webhooks) ---
+# A decision waiting this many days gets its approver a reminder email, at most one a day.
+APPROVAL_REMINDER_DAYS = env.int("APPROVAL_REMINDER_DAYS", default=3)
+# A webhook delivery: each attempt's timeout, the attempts in all, and the wait before the
+# next attempt (doubling from the base, capped).
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
 
 # --- Federated training -------------------------------------------------------------------
 # The longest round deadline a run may ask for (a site's tasks may train that long).
@@ -295,17 +306,30 @@ CELERY_IMPORTS = ["projects.site_tasks"]
 # of an answer's cost). Connections are kept; portal.celery checks their age and health before
 # each task as Django does before each request (CONN_MAX_AGE, CONN_HEALTH_CHECKS).
 CELERY_DB_REUSE_MAX = 1_000_000
+# Celery beat (run inside the coordinator's worker, ``--beat``): the approvers' reminders are
+# looked at every hour (each person gets one a day at most, whatever the schedule), and webhook
+# deliveries whose task was lost are sent again every minute.
+CELERY_BEAT_SCHEDULE = {
+    "approval-reminders": {
+        "task": "projects.approval_reminders_task",
+        "schedule": env.float("APPROVAL_REMINDER_CHECK_SECONDS", default=3600.0),
+    },
+    "webhook-deliveries-resume": {
+        "task": "alliance.tasks.webhooks_resume_task",
+        "schedule": 60.0,
+    },
+}
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "portal.common.auth.PortalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 50,
+    # Every list is paged; the long ones by cursor, all with a page-size ceiling.
+    "DEFAULT_PAGINATION_CLASS": "portal.common.pagination.PagePagination",
     "EXCEPTION_HANDLER": "portal.common.api.exception_handler",
     # The usual parsers, plus: a NUL character anywhere, or JSON nested deeper than
     # MAX_JSON_DEPTH, is a 400 before any view sees the data (portal.common.parsers).
@@ -336,6 +360,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "InstitutionStatusEnum": "alliance.models.institution.Institution.Status",
         "ApplicationStatusEnum": "alliance.models.application.MembershipApplication.Status",
+        "NoticeEventEnum": "alliance.models.notice.Event",
     },
 }
 

@@ -18,6 +18,7 @@ COORDINATOR_ACTIONS = (
     "run.refused",
     "run.failed",
     "run.succeeded",
+    "privacy.spent",
 )
 # A run's round events, which an activity feed gathers into one line per run.
 ROUND_ACTIONS = frozenset(a for a in COORDINATOR_ACTIONS if a.startswith("round."))
@@ -60,6 +61,7 @@ def register() -> None:
             "round.failed": _("Round failed"),
             "round.update_rejected": _("A site's update rejected"),
             "round.forged_answers_dropped": _("Forged answers dropped"),
+            "privacy.spent": _("Privacy budget spent by a round"),
             "site_key.registered": _("Site key registered"),
             "site_key.retired": _("Site key retired"),
             "site_key.revoked": _("Site key revoked"),

@@ -17,15 +17,28 @@ participation. They are granted to the ``institution:<id>:<role>`` groups that
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Concat
 from django.http import Http404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from guardian.models import GroupObjectPermission
+from guardian.core import ObjectPermissionChecker
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
-from alliance.models import Institution, Role
-from alliance.permissions import acting_membership, institution_group, institution_group_name
+from alliance.models import Role
+from alliance.permissions import (
+    acting_membership,
+    current_membership,
+    institution_group,
+    institution_group_name,
+)
 from projects.models import Dataset, Participation, Problem, TrainingRun
 
 User = AbstractBaseUser | AnonymousUser
@@ -114,6 +127,55 @@ def is_staff(actor: User | None) -> bool:
     return bool(actor is not None and actor.is_authenticated and actor.is_staff)
 
 
+def with_own_participation(problems: QuerySet[Problem], actor: User) -> QuerySet[Problem]:
+    """``problems``, each read with the actor's institution's participation in it
+    (``own_participation``: "status:role", or None), for the run checks below."""
+    own = Participation.objects.filter(
+        problem=OuterRef("pk"), institution__memberships__user_id=actor.pk
+    ).values(pair=Concat("status", Value(":"), "role"))
+    return problems.annotate(own_participation=Subquery(own[:1]))
+
+
+def problem_perms(actor: User, problem: Problem) -> set[str]:
+    """The actor's object permissions on ``problem`` (codenames), as guardian's checker says:
+    their own grants and their groups', in one query (the checker takes two), once per request
+    and problem object."""
+    cached = getattr(problem, "_actor_perms", None)
+    if cached is not None and cached[0] == actor.pk:
+        return cached[1]
+    if not actor.is_active:
+        perms: set[str] = set()  # as guardian's backend answers an inactive person
+    elif actor.is_superuser:
+        perms = set(ObjectPermissionChecker(actor).get_perms(problem))
+    else:
+        granted = {
+            "content_type": ContentType.objects.get_for_model(Problem),
+            "object_pk": str(problem.pk),
+        }
+        by_group = GroupObjectPermission.objects.filter(group__user=actor, **granted)
+        by_user = UserObjectPermission.objects.filter(user=actor, **granted)
+        perms = set(
+            by_group.values_list("permission__codename", flat=True).union(
+                by_user.values_list("permission__codename", flat=True)
+            )
+        )
+    problem._actor_perms = (actor.pk, perms)  # type: ignore[attr-defined]
+    return perms
+
+
+def _own_participation(problem: Problem, institution_id: int) -> tuple[str, str] | None:
+    """(status, role) of the institution's participation, as read with the problem if it was."""
+    if hasattr(problem, "own_participation"):
+        pair = problem.own_participation
+        return tuple(pair.split(":", 1)) if pair else None  # type: ignore[return-value]
+    row = (
+        problem.participations.filter(institution_id=institution_id)
+        .values_list("status", "role")
+        .first()
+    )
+    return tuple(row) if row else None  # type: ignore[return-value]
+
+
 def problem_visible_to(actor: User | None) -> QuerySet[Problem]:
     """Problems the actor may see: staff all; members the listed ones and their own."""
     problems = Problem.objects.select_related("proposer")
@@ -138,12 +200,15 @@ def access_problem(actor: User | None, slug: str, *, perm: str | None = None) ->
     invitation-only problems; a visible problem without ``perm`` is a 403. Acting also needs an
     active membership of an admitted institution (staff read everything but act for nobody).
     """
-    problem = problem_visible_to(actor).filter(slug=slug).first()
+    problems = problem_visible_to(actor).filter(slug=slug)
+    if actor is not None and actor.is_authenticated and not actor.is_staff:
+        problems = with_own_participation(problems, actor)
+    problem = problems.first()
     if problem is None:
         raise Http404(_("No such problem."))
     if perm is not None:
         acting_membership(actor)
-        if not actor.has_perm(perm, problem):  # type: ignore[union-attr]
+        if perm.split(".")[-1] not in problem_perms(actor, problem):  # type: ignore[arg-type]
             raise PermissionDenied(
                 str(PERMISSION_DENIALS.get(perm, _("You may not do this on this problem.")))
             )
@@ -157,17 +222,11 @@ LAUNCH_ROLES = (Role.RESEARCHER, Role.ADMIN)
 
 def can_launch(actor: User | None, problem: Problem) -> bool:
     """Researchers (and admins) of an institution that actively contributes to the problem."""
-    if actor is None or not actor.is_authenticated:
+    membership = current_membership(actor, roles=LAUNCH_ROLES)
+    if membership is None:
         return False
-    try:
-        membership = acting_membership(actor, roles=LAUNCH_ROLES)
-    except PermissionDenied:
-        return False
-    return problem.participations.filter(
-        institution=membership.institution,
-        role=Participation.Role.CONTRIBUTOR,
-        status=Participation.Status.ACTIVE,
-    ).exists()
+    own = _own_participation(problem, membership.institution_id)
+    return own == (Participation.Status.ACTIVE, Participation.Role.CONTRIBUTOR)
 
 
 def can_cancel(actor: User | None, run: TrainingRun) -> bool:
@@ -176,11 +235,8 @@ def can_cancel(actor: User | None, run: TrainingRun) -> bool:
         return False
     if actor.is_staff:
         return True
-    try:
-        membership = acting_membership(actor, roles=LAUNCH_ROLES)
-    except PermissionDenied:
-        return False
-    return membership.institution_id == run.institution_id
+    membership = current_membership(actor, roles=LAUNCH_ROLES)
+    return membership is not None and membership.institution_id == run.institution_id
 
 
 def may_download(actor: User | None, run: TrainingRun) -> bool:
@@ -192,15 +248,13 @@ def may_download(actor: User | None, run: TrainingRun) -> bool:
         return False
     if actor.is_staff:
         return True
-    try:
-        membership = acting_membership(actor)
-    except PermissionDenied:
+    membership = current_membership(actor)
+    if membership is None:
         return False
     if scope == "members":
-        return membership.institution.status == Institution.Status.ADMITTED
-    return run.problem.participations.filter(
-        institution=membership.institution, status=Participation.Status.ACTIVE
-    ).exists()
+        return True  # an acting membership is one of an admitted institution
+    own = _own_participation(run.problem, membership.institution_id)
+    return own is not None and own[0] == Participation.Status.ACTIVE
 
 
 def download_refusal(run: TrainingRun) -> str:

@@ -125,6 +125,10 @@ def run_list(request: HttpRequest, slug: str) -> HttpResponse:
 # --- Launching ------------------------------------------------------------------------------------
 
 
+# The form's fields for the differential-privacy options of the service.
+DP_OPTION = {"dp_epsilon": "epsilon", "dp_clip_norm": "clip_norm"}
+
+
 class RunLaunchForm(forms.Form):
     """What a researcher chooses; ranges and agreement terms are the service's to check."""
 
@@ -161,6 +165,19 @@ class RunLaunchForm(forms.Form):
     seed = forms.IntegerField(
         label=gettext_lazy("Seed"),
         help_text=gettext_lazy("The same seed and data give the same model, bit for bit."),
+    )
+    dp_epsilon = forms.FloatField(
+        label=gettext_lazy("Differential privacy: epsilon per dataset"),
+        required=False,
+        help_text=gettext_lazy(
+            "Each site trains with DP-SGD so that this run spends at most this much of every "
+            "contributing dataset's privacy budget; empty: no differential privacy."
+        ),
+    )
+    dp_clip_norm = forms.FloatField(
+        label=gettext_lazy("Differential privacy: clipping bound per example"),
+        required=False,
+        help_text=gettext_lazy("Empty: 1."),
     )
 
     def __init__(self, *args: Any, agreement: AgreementVersion | None, **kwargs: Any) -> None:
@@ -208,6 +225,9 @@ class RunLaunchForm(forms.Form):
         options = {
             name: data[name] for name in STRATEGY_OPTION.values() if data.get(name) is not None
         }
+        dp = {
+            option: data[name] for name, option in DP_OPTION.items() if data.get(name) is not None
+        }
         return LaunchConfig(
             model_family=data["model_family"],
             strategy=data["strategy"],
@@ -219,6 +239,7 @@ class RunLaunchForm(forms.Form):
             min_contributors=data["min_contributors"],
             round_deadline=data["round_deadline"],
             seed=data["seed"],
+            dp_options=dp or None,
         )
 
     def add_service_errors(self, errors: dict[str, str], strategy: str) -> None:
@@ -231,6 +252,8 @@ class RunLaunchForm(forms.Form):
                 ]
                 foreign = [n for n in filled if n != own]
                 name = foreign[0] if foreign else own or "strategy"
+            if name == "dp_options":
+                name = "dp_clip_norm" if "clip_norm" in message else "dp_epsilon"
             self.add_error(name if name in self.fields else None, message)
 
 

@@ -9,7 +9,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from alliance.models import Role
+from alliance.models import Institution, Role
 from alliance.permissions import membership_of
 from projects.models import (
     AgreementApproval,
@@ -39,6 +39,75 @@ def problem_participations(problem: Problem) -> list[Participation]:
         problem.participations.select_related("institution", "requested_by", "decided_by").order_by(
             "status", "role", "institution__name"
         )
+    )
+
+
+def active_contributors(participations: list[Participation]) -> dict[int, Institution]:
+    """The institutions that bring data to the problem now (active contributors), by id.
+
+    The one rule for "who contributes" that the pages, the API and the dashboards share; the
+    services' database form of it is ``agreements.contributor_ids``.
+    """
+    return {
+        p.institution_id: p.institution
+        for p in participations
+        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
+    }
+
+
+def approval_state(approval: AgreementApproval | None) -> str:
+    """``awaiting`` (no decision), ``approved``, ``declined`` or ``revoked``."""
+    if approval is None:
+        return "awaiting"
+    if approval.revoked_at is not None:
+        return "revoked"
+    return approval.decision
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One institution's standing on an agreement version."""
+
+    institution: Institution
+    state: str  # approval_state()
+    approval: AgreementApproval | None
+    contributing: bool
+
+
+def approval_rows(
+    version: AgreementVersion, participations: list[Participation]
+) -> list[ApprovalRow]:
+    """Every active contributor and every institution that ever decided on ``version``, by name.
+
+    A version's approvals are read once (prefetched by ``agreement_get``/``agreement_versions``).
+    """
+    approvals = {a.institution_id: a for a in version.approvals.all()}
+    contributors = active_contributors(participations)
+    institutions = dict(contributors)
+    for institution_id, approval in approvals.items():
+        institutions.setdefault(institution_id, approval.institution)
+    return [
+        ApprovalRow(
+            institution=institution,
+            state=approval_state(approvals.get(pk)),
+            approval=approvals.get(pk),
+            contributing=pk in contributors,
+        )
+        for pk, institution in sorted(institutions.items(), key=lambda item: item[1].name)
+    ]
+
+
+def awaiting_contributors(rows: list[ApprovalRow]) -> list[Institution]:
+    """Active contributors whose approval is not standing (the version waits for them)."""
+    return [r.institution for r in rows if r.contributing and r.state != "approved"]
+
+
+def standing_count(version: AgreementVersion, contributors: dict[int, Institution]) -> int:
+    """How many active contributors stand behind ``version`` (approved, not revoked)."""
+    return sum(
+        1
+        for approval in version.approvals.all()
+        if approval_state(approval) == "approved" and approval.institution_id in contributors
     )
 
 
@@ -123,55 +192,75 @@ def inbox_for(actor: User) -> list[InboxItem]:
     active = mine.filter(status=Participation.Status.ACTIVE)
 
     if role in (Role.ADMIN, Role.RESEARCHER):
+        # One query for what an admin or researcher answers: revisions to ratify, and for
+        # admins invitations to their institution and requests to join their problems.
         ratified = Ratification.objects.filter(
             revision__problem=OuterRef("problem"),
             revision__number=OuterRef("problem__current_revision"),
             institution_id=institution_id,
         )
-        for p in active.filter(
-            role__in=[Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR]
-        ).exclude(Exists(ratified)):
+        to_ratify = Q(
+            institution_id=institution_id,
+            status=Participation.Status.ACTIVE,
+            role__in=[Participation.Role.CONTRIBUTOR, Participation.Role.VALIDATOR],
+            ratified=False,
+        )
+        wanted = to_ratify
+        if role == Role.ADMIN:
+            wanted |= Q(institution_id=institution_id, status=Participation.Status.INVITED)
+            wanted |= Q(problem__proposer_id=institution_id, status=Participation.Status.REQUESTED)
+        found: dict[str, list[InboxItem]] = {"ratify": [], "invitation": [], "request": []}
+        rows = (
+            Participation.objects.annotate(ratified=Exists(ratified))
+            .filter(wanted)
+            .select_related("problem", "institution")
+        )
+        for p in rows:
             problem = p.problem
-            items.append(
-                InboxItem(
-                    kind="ratify",
-                    text=_("Ratify revision %(n)s of %(title)s")
-                    % {"n": problem.current_revision, "title": problem.title},
-                    url=reverse("problem-revision", args=[problem.slug, problem.current_revision]),
-                    problem=problem,
-                    since=problem.updated_at,
+            if (
+                p.institution_id == institution_id
+                and p.status == Participation.Status.ACTIVE
+                and not p.ratified
+            ):
+                found["ratify"].append(
+                    InboxItem(
+                        kind="ratify",
+                        text=_("Ratify revision %(n)s of %(title)s")
+                        % {"n": problem.current_revision, "title": problem.title},
+                        url=reverse(
+                            "problem-revision", args=[problem.slug, problem.current_revision]
+                        ),
+                        problem=problem,
+                        since=problem.updated_at,
+                    )
                 )
-            )
-    if role == Role.ADMIN:
-        for p in mine.filter(status=Participation.Status.INVITED):
-            items.append(
-                InboxItem(
-                    kind="invitation",
-                    text=_("Answer the invitation to join %(title)s as %(role)s")
-                    % {"title": p.problem.title, "role": p.get_role_display().lower()},
-                    url=p.problem.get_absolute_url() + "#participants",
-                    problem=p.problem,
-                    since=p.created_at,
+            elif p.status == Participation.Status.INVITED:
+                found["invitation"].append(
+                    InboxItem(
+                        kind="invitation",
+                        text=_("Answer the invitation to join %(title)s as %(role)s")
+                        % {"title": problem.title, "role": p.get_role_display().lower()},
+                        url=problem.get_absolute_url() + "#participants",
+                        problem=problem,
+                        since=p.created_at,
+                    )
                 )
-            )
-        requests = Participation.objects.filter(
-            problem__proposer_id=institution_id, status=Participation.Status.REQUESTED
-        ).select_related("problem", "institution")
-        for p in requests:
-            items.append(
-                InboxItem(
-                    kind="request",
-                    text=_("%(name)s asks to join %(title)s as %(role)s")
-                    % {
-                        "name": p.institution.name,
-                        "title": p.problem.title,
-                        "role": p.get_role_display().lower(),
-                    },
-                    url=p.problem.get_absolute_url() + "#participants",
-                    problem=p.problem,
-                    since=p.created_at,
+            elif p.status == Participation.Status.REQUESTED:
+                found["request"].append(
+                    InboxItem(
+                        kind="request",
+                        text=_("%(name)s asks to join %(title)s as %(role)s")
+                        % {
+                            "name": p.institution.name,
+                            "title": problem.title,
+                            "role": p.get_role_display().lower(),
+                        },
+                        url=problem.get_absolute_url() + "#participants",
+                        problem=problem,
+                        since=p.created_at,
+                    )
                 )
-            )
+        items += found["ratify"] + found["invitation"] + found["request"]
     if role == Role.DATA_STEWARD:
         contributing = active.filter(role=Participation.Role.CONTRIBUTOR).values("problem_id")
         # A pending version not decided yet, or an effective one the institution never

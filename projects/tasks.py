@@ -46,3 +46,11 @@ def stop_reconciling(sender: object = None, **kwargs: object) -> None:
     if _reconciler is not None:
         _reconciler.stop()
         _reconciler = None
+
+
+@shared_task(name="projects.approval_reminders_task", ignore_result=True)
+def approval_reminders_task() -> None:
+    """Celery beat's hourly look at waiting decisions (one reminder a day per person)."""
+    from projects.services.reminders import approvals_remind
+
+    approvals_remind()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import model_views, run_views, site_views, views
+from projects import model_views, privacy_views, run_views, site_views, views
 from projects.dashboards import alliance_views, institution_views
 
 urlpatterns = [
@@ -11,6 +11,12 @@ urlpatterns = [
     path("inbox/", views.inbox, name="inbox"),
     path("my/institution/", institution_views.institution_dashboard, name="my-institution"),
     path("my/institution/site/", site_views.site_keys, name="my-site"),
+    path("my/institution/privacy/", privacy_views.privacy_ledger_page, name="privacy-ledger"),
+    path(
+        "my/institution/privacy/<int:dataset_id>/",
+        privacy_views.privacy_dataset_page,
+        name="privacy-dataset",
+    ),
     path(
         "my/institution/datasets/<int:dataset_id>/runs/",
         institution_views.institution_dataset_runs,

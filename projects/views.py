@@ -20,11 +20,11 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
-from guardian.core import ObjectPermissionChecker
 
 from alliance.models import Institution, Membership, Role
 from alliance.permissions import membership_of
 from alliance.selectors import institution_directory
+from alliance.services import notices
 from portal.common.errors import error_text
 from portal.common.pages import REFUSALS, attempt, form_error_text, form_errors_from
 from projects import selectors, services
@@ -48,7 +48,6 @@ from projects.forms import (
     schema_from_description,
 )
 from projects.models import (
-    AgreementApproval,
     AgreementVersion,
     Dataset,
     DownloadScope,
@@ -59,7 +58,7 @@ from projects.models import (
     ProblemRevision,
     TaskType,
 )
-from projects.permissions import access_problem
+from projects.permissions import access_problem, problem_perms
 from projects.run_views import launch_refusals
 from projects.schema import format_number
 from projects.services.sites import SiteHealth, site_health
@@ -80,9 +79,9 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 class Actor:
     """What the person may do on one problem, for showing buttons (services check again).
 
-    Object permissions are read once, through one guardian checker, instead of one
-    ``has_perm`` per button: the same answer as ``user.has_perm(perm, problem)`` in a
-    constant number of queries. Only active people of admitted institutions act at all.
+    Object permissions are read once, in one query (``problem_perms``), instead of one
+    ``has_perm`` per button: the same answer as ``user.has_perm(perm, problem)``. Only active
+    people of admitted institutions act at all; viewers act on no problem.
     """
 
     membership: Membership | None
@@ -113,8 +112,9 @@ def _actor(user: Any, problem: Problem | None = None) -> Actor:
     ):
         return Actor(membership=None)
     perms: set[str] = set()
-    if problem is not None:
-        perms = set(ObjectPermissionChecker(user).get_perms(problem))
+    # Viewers are granted nothing to act on (projects.permissions._desired_grants): no query.
+    if problem is not None and membership.role != Role.VIEWER:
+        perms = problem_perms(user, problem)  # one query, remembered on the problem
     return Actor(membership=membership, perms=perms)
 
 
@@ -165,7 +165,15 @@ def _current(revisions: list[ProblemRevision], problem: Problem) -> ProblemRevis
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
     """What waits for the person: derived from the current state, so never stale."""
-    return render(request, "projects/inbox.html", {"items": pending_items(request)})
+    return render(
+        request,
+        "projects/inbox.html",
+        {
+            "items": pending_items(request),
+            "notifications": notices.notifications_of(request.user),
+            "unread": notices.notifications_unread_count(request.user),
+        },
+    )
 
 
 @login_required
@@ -387,22 +395,6 @@ def _invitable(participations: list[Participation]) -> QuerySet[Institution]:
     return institution_directory().exclude(pk__in=taken).order_by("name")
 
 
-def _contributor_ids(participations: list[Participation]) -> set[int]:
-    return {
-        p.institution_id
-        for p in participations
-        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
-    }
-
-
-def _standing_count(version: AgreementVersion, contributors: set[int]) -> int:
-    return sum(
-        1
-        for approval in version.approvals.all()
-        if approval.is_standing_approval and approval.institution_id in contributors
-    )
-
-
 @login_required
 def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
@@ -445,7 +437,7 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
     ratifiers = [
         (p.institution, ratified.get(p.institution_id)) for p in participations if p.must_ratify
     ]
-    contributors = _contributor_ids(participations)
+    contributors = selectors.active_contributors(participations)
     effective = next((v for v in versions if v.status == AgreementVersion.Status.EFFECTIVE), None)
     pending = next((v for v in versions if v.status == AgreementVersion.Status.PENDING), None)
     withdrawable = {
@@ -467,9 +459,9 @@ def problem_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "datasets": datasets,
         "withdrawable": withdrawable,
         "effective": effective,
-        "effective_count": _standing_count(effective, contributors) if effective else 0,
+        "effective_count": selectors.standing_count(effective, contributors) if effective else 0,
         "pending": pending,
-        "pending_count": _standing_count(pending, contributors) if pending else 0,
+        "pending_count": selectors.standing_count(pending, contributors) if pending else 0,
         "contributor_count": len(contributors),
         "can_change": actor.may("projects.change_problem"),
         "can_launch": not launch_refusals(request.user, problem),
@@ -840,8 +832,8 @@ def agreement_list(request: HttpRequest, slug: str) -> HttpResponse:
     problem = access_problem(request.user, slug)
     actor = _actor(request.user, problem)
     versions = selectors.agreement_versions(problem)
-    contributors = _contributor_ids(selectors.problem_participations(problem))
-    rows = [(v, _standing_count(v, contributors)) for v in versions]
+    contributors = selectors.active_contributors(selectors.problem_participations(problem))
+    rows = [(v, selectors.standing_count(v, contributors)) for v in versions]
     return render(
         request,
         "projects/agreement_list.html",
@@ -898,53 +890,6 @@ def agreement_draft(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@dataclass
-class MatrixRow:
-    institution: Institution
-    state: str  # "approved", "declined", "revoked", "awaiting"
-    approval: AgreementApproval | None
-    contributing: bool
-
-
-def _approval_matrix(
-    version: AgreementVersion, participations: list[Participation]
-) -> list[MatrixRow]:
-    """Every contributor, and every institution that ever decided on this version."""
-    approvals = {a.institution_id: a for a in version.approvals.all()}
-    contributors = _contributor_ids(participations)
-    institutions = {p.institution_id: p.institution for p in participations}
-    rows = []
-    for institution_id in sorted(
-        contributors | set(approvals), key=lambda i: str(_name_of(i, institutions, approvals))
-    ):
-        approval = approvals.get(institution_id)
-        if approval is None:
-            state = "awaiting"
-        elif approval.revoked_at is not None:
-            state = "revoked"
-        else:
-            state = approval.decision
-        rows.append(
-            MatrixRow(
-                institution=institutions.get(institution_id) or approval.institution,  # type: ignore[union-attr]
-                state=state,
-                approval=approval,
-                contributing=institution_id in contributors,
-            )
-        )
-    return rows
-
-
-def _name_of(
-    institution_id: int,
-    institutions: dict[int, Institution],
-    approvals: dict[int, AgreementApproval],
-) -> str:
-    if institution_id in institutions:
-        return institutions[institution_id].name
-    return approvals[institution_id].institution.name
-
-
 def _agreement_context(request: HttpRequest, slug: str, number: int) -> dict[str, Any]:
     problem = access_problem(request.user, slug)
     version = selectors.agreement_get(problem, number)
@@ -954,7 +899,7 @@ def _agreement_context(request: HttpRequest, slug: str, number: int) -> dict[str
     return {
         "problem": problem,
         "version": version,
-        "matrix": _approval_matrix(version, participations),
+        "matrix": selectors.approval_rows(version, participations),
         "participations": participations,
         "families": [
             ModelFamily(value).label
@@ -970,7 +915,7 @@ def agreement_detail(request: HttpRequest, slug: str, number: int) -> HttpRespon
     problem, version = context["problem"], context["version"]
     actor = _actor(request.user, problem)
     decides = actor.may("projects.approve_agreement") and actor.institution_id in (
-        _contributor_ids(context["participations"])
+        selectors.active_contributors(context["participations"])
     )
     own = next(
         (a for a in version.approvals.all() if a.institution_id == actor.institution_id), None

@@ -6,12 +6,16 @@ from rest_framework import serializers
 
 from alliance.models import (
     AuditEvent,
+    Event,
     Institution,
     Membership,
     MembershipApplication,
+    Notification,
     Role,
     Sector,
     SignedCheckpoint,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -242,3 +246,92 @@ class ConsistencyProofSerializer(serializers.Serializer):
     first = serializers.IntegerField()
     second = serializers.IntegerField()
     proof = serializers.ListField(child=serializers.CharField(), help_text=_("Hashes, hex."))
+
+
+# --- Notifications and webhooks ------------------------------------------------------------
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    text = serializers.CharField(read_only=True)
+    is_read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "event", "text", "params", "path", "created_at", "is_read"]
+        read_only_fields = fields
+
+    def get_is_read(self, note: Notification) -> bool:
+        return note.read_at is not None
+
+
+class NotificationPreferenceSerializer(serializers.Serializer):
+    email_own_runs = serializers.BooleanField(
+        required=False, help_text=_("Email when a run I launched ends.")
+    )
+    email_problem_runs = serializers.BooleanField(
+        required=False, help_text=_("Email when a run of a problem my institution is in ends.")
+    )
+    email_reminders = serializers.BooleanField(
+        required=False, help_text=_("A daily reminder of decisions that wait for me.")
+    )
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    institution = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    events = serializers.ListField(child=serializers.ChoiceField(choices=Event.choices))
+
+    class Meta:
+        model = Webhook
+        fields = ["id", "institution", "url", "events", "is_active", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class WebhookWithSecretSerializer(WebhookSerializer):
+    """A webhook as registered (or its secret replaced): the signing secret, shown this once."""
+
+    secret = serializers.CharField(read_only=True)
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class WebhookInputSerializer(serializers.Serializer):
+    # The URL is checked by the service (http or https only, no credentials).
+    url = serializers.CharField(max_length=500)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=Event.choices), min_length=1, max_length=10
+    )
+    is_active = serializers.BooleanField(required=False, default=True)
+
+
+class WebhookChangeSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=500, required=False)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=Event.choices),
+        min_length=1,
+        max_length=10,
+        required=False,
+    )
+    is_active = serializers.BooleanField(required=False)
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(read_only=True)
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "id",
+            "event",
+            "event_id",
+            "status",
+            "attempts",
+            "response_code",
+            "error",
+            "created_at",
+            "attempted_at",
+        ]
+        read_only_fields = fields

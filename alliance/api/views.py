@@ -12,14 +12,21 @@ from rest_framework.response import Response
 
 from alliance import selectors, services
 from alliance.api import serializers as s
-from alliance.models import Institution, MembershipApplication, SignedCheckpoint
+from alliance.models import (
+    Institution,
+    MembershipApplication,
+    Notification,
+    SignedCheckpoint,
+    Webhook,
+)
 from alliance.permissions import (
     access_institution,
     access_member,
     require_people_manager,
     require_staff,
 )
-from alliance.services import audit_log
+from alliance.services import audit_log, notices, webhooks
+from portal.common.pagination import AuditCursorPagination
 
 
 class IsStaff(permissions.BasePermission):
@@ -210,6 +217,7 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     """Audit events: staff see all, members those of or about their institution. Read-only."""
 
     serializer_class = s.AuditEventSerializer
+    pagination_class = AuditCursorPagination  # newest first; deep pages cost what the first does
     lookup_field = "seq"
     lookup_value_regex = r"\d+"
 
@@ -333,3 +341,117 @@ class AuditCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
                 }
             ).data
         )
+
+
+class NotificationViewSet(viewsets.GenericViewSet):
+    """What happened, told to me: my newest notifications first."""
+
+    serializer_class = s.NotificationSerializer
+
+    def get_queryset(self):
+        return Notification.objects.filter(user_id=self.request.user.pk)
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(s.NotificationSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={200: None})
+    @action(detail=False, methods=["post"], url_path="read")
+    def read(self, request: Request) -> Response:
+        """Mark every notification of mine read."""
+        count = notices.notifications_mark_read(actor=request.user)
+        return Response({"marked": count})
+
+
+class NotificationPreferenceViewSet(viewsets.GenericViewSet):
+    """Which emails I get (the inbox lists everything anyway); every kind unless I say not."""
+
+    serializer_class = s.NotificationPreferenceSerializer
+
+    def _shown(self, preference) -> Response:
+        return Response({name: getattr(preference, name) for name in notices.EMAIL_CHOICES})
+
+    @extend_schema(responses=s.NotificationPreferenceSerializer)
+    def retrieve(self, request: Request) -> Response:
+        return self._shown(notices.preference_of(request.user))
+
+    @extend_schema(
+        request=s.NotificationPreferenceSerializer, responses=s.NotificationPreferenceSerializer
+    )
+    def partial_update(self, request: Request) -> Response:
+        data = s.NotificationPreferenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._shown(notices.preference_update(actor=request.user, **data.validated_data))
+
+
+class WebhookViewSet(viewsets.GenericViewSet):
+    """My institution's webhooks, managed by its admins; each delivery is recorded."""
+
+    serializer_class = s.WebhookSerializer
+    queryset = Webhook.objects.none()  # the schema's; requests read get_queryset
+
+    def _institution(self) -> Institution:
+        return webhooks.webhook_manager_institution(self.request.user)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Webhook.objects.none()
+        return Webhook.objects.filter(institution=self._institution()).select_related("institution")
+
+    def _webhook(self, pk: str) -> Webhook:
+        mine = self.get_queryset()  # 403 for who manages no webhooks, whatever the id
+        found = mine.filter(pk=pk).first() if str(pk).isdigit() else None
+        if found is None:
+            raise Http404(_("Your institution has no such webhook."))
+        return found
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset().order_by("pk"))
+        return self.get_paginated_response(s.WebhookSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(s.WebhookSerializer(self._webhook(pk)).data)
+
+    @extend_schema(request=s.WebhookInputSerializer, responses={201: s.WebhookWithSecretSerializer})
+    def create(self, request: Request) -> Response:
+        institution = self._institution()  # 403 before any 400 about the body
+        data = s.WebhookInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        webhook = webhooks.webhook_create(
+            actor=request.user, institution=institution, **data.validated_data
+        )
+        return Response(s.WebhookWithSecretSerializer(webhook).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.WebhookChangeSerializer, responses=s.WebhookSerializer)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        webhook = self._webhook(pk)
+        data = s.WebhookChangeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        webhook = webhooks.webhook_update(
+            actor=request.user, webhook=webhook, **data.validated_data
+        )
+        return Response(s.WebhookSerializer(webhook).data)
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        webhooks.webhook_delete(actor=request.user, webhook=self._webhook(pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=s.WebhookWithSecretSerializer)
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str) -> Response:
+        webhook = webhooks.webhook_rotate_secret(actor=request.user, webhook=self._webhook(pk))
+        return Response(s.WebhookWithSecretSerializer(webhook).data)
+
+    @extend_schema(request=None, responses=s.WebhookSecretSerializer)
+    @action(detail=True, methods=["post"], url_path="reveal-secret")
+    def reveal_secret(self, request: Request, pk: str) -> Response:
+        secret = webhooks.webhook_reveal_secret(actor=request.user, webhook=self._webhook(pk))
+        return Response({"secret": secret})
+
+    @extend_schema(responses=s.WebhookDeliverySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def deliveries(self, request: Request, pk: str) -> Response:
+        webhook = self._webhook(pk)
+        page = self.paginate_queryset(webhook.deliveries.order_by("-created_at", "-pk"))
+        return self.get_paginated_response(s.WebhookDeliverySerializer(page, many=True).data)

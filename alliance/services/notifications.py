@@ -37,10 +37,23 @@ def email_notify(
     A template name with a slash (``projects/email/agreement_pending``) names the file under
     ``templates/`` of another app. Nothing is sent if the surrounding transaction rolls back.
     """
-    if _muted.get():
+    email_notify_each(to=[list(to)], template=template, context=context, language=language)
+
+
+def email_notify_each(
+    *,
+    to: list[list[str]],
+    template: str,
+    context: dict[str, Any],
+    language: str | None = None,
+) -> None:
+    """Like ``email_notify``, rendered once and sent as one email to each list of addresses
+    (nobody sees the others'), for a message that is the same for all of them."""
+    if _muted.get() or not to:
         return
     name = f"{template}.txt" if "/" in template else f"alliance/email/{template}.txt"
     with translation.override(language or translation.get_language() or settings.LANGUAGE_CODE):
         rendered = render_to_string(name, context).strip()
     subject, _, body = rendered.partition("\n")
-    email_send_task.delay_on_commit(subject.strip(), body.strip() + "\n", list(to))
+    for addresses in to:
+        email_send_task.delay_on_commit(subject.strip(), body.strip() + "\n", list(addresses))

@@ -20,6 +20,12 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from portal.common.errors import ApplicationError
+from portal.common.pagination import (
+    ModelCursorPagination,
+    PagePagination,
+    RoundCursorPagination,
+    SiteRoundCursorPagination,
+)
 from projects.api.serializers import NamedChoiceField, model_family_field
 from projects.downloads import model_file_response
 from projects.models import (
@@ -86,6 +92,47 @@ class RunLaunchSerializer(serializers.Serializer):
         help_text=gettext_lazy("Seconds a round waits for the sites' answers."),
     )
     seed = serializers.IntegerField(default=DEFAULTS["seed"])
+    secure_aggregation = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=gettext_lazy("Whether the run aggregates securely."),
+    )
+    dp_options = serializers.DictField(
+        child=serializers.FloatField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy(
+            "Record-level differential privacy at the sites (DP-SGD): epsilon, the run's budget "
+            "per dataset, and clip_norm, the bound on each example's gradient (default 1); "
+            "null: none."
+        ),
+    )
+
+
+class PolicyCheckSerializer(RunLaunchSerializer):
+    """A proposed run: the launch's own settings, plus what a running run's check adds."""
+
+    agreement_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text=gettext_lazy("The agreement version a running run was launched under."),
+    )
+    contributors = serializers.ListField(
+        child=serializers.SlugField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=gettext_lazy("Institution slugs; leave out for every eligible contributor."),
+    )
+
+    def validate_contributors(self, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise serializers.ValidationError(_("Name each institution once."))
+        return value
 
 
 def run_status_field(**kwargs: Any) -> NamedChoiceField:
@@ -245,6 +292,16 @@ class SiteRoundSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class RunSiteRoundSerializer(SiteRoundSerializer):
+    """One site's part in one round of the run, named by the round's number."""
+
+    round = serializers.IntegerField(source="round.number")
+
+    class Meta(SiteRoundSerializer.Meta):
+        fields = ["round", *SiteRoundSerializer.Meta.fields]
+        read_only_fields = fields
+
+
 class RoundSerializer(serializers.ModelSerializer):
     """A round: its metrics, how long each step took, and every site's answer."""
 
@@ -314,16 +371,6 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         return model.download_name
 
 
-class ModelListSerializer(serializers.Serializer):
-    may_download = serializers.BooleanField(
-        help_text=gettext_lazy("Whether the run's agreement lets you download these models.")
-    )
-    download_refusal = serializers.CharField(
-        allow_null=True, help_text=gettext_lazy("Why not, in the agreement's terms; null if so.")
-    )
-    models = ModelVersionSerializer(many=True)
-
-
 # --- Views ----------------------------------------------------------------------------------------
 
 SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The problem's slug.")
@@ -363,6 +410,16 @@ class RunViewSet(viewsets.GenericViewSet):
     """Federated training runs of a problem, round by round, and the models they produce."""
 
     serializer_class = RunSerializer
+    # A run has few siblings but may have thousands of rounds: those lists go by cursor.
+    CURSORS = {
+        "rounds": RoundCursorPagination,
+        "site_rounds": SiteRoundCursorPagination,
+        "models": ModelCursorPagination,
+    }
+
+    @property
+    def pagination_class(self) -> type:  # type: ignore[override]
+        return self.CURSORS.get(getattr(self, "action", None) or "", PagePagination)
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action == "download":
@@ -446,32 +503,34 @@ class RunViewSet(viewsets.GenericViewSet):
         """Every round, oldest first, with metrics, timings and each site's answer."""
         problem = access_problem(request.user, slug)
         run = problem_run(problem, number)
-        rounds = (
-            run.round_set.select_related("model")
-            .prefetch_related("sites__institution")
-            .order_by("number")
-        )
+        rounds = run.round_set.select_related("model").prefetch_related("sites__institution")
         page = self.paginate_queryset(rounds)
         return self.get_paginated_response(RoundSerializer(page, many=True).data)
 
-    @extend_schema(parameters=[SLUG, RUN], responses=ModelListSerializer)
+    @extend_schema(parameters=[SLUG, RUN], responses=RunSiteRoundSerializer(many=True))
+    def site_rounds(self, request: Request, slug: str, number: int) -> Response:
+        """Every site's answer in every round, round by round: status, samples, metrics, timings."""
+        problem = access_problem(request.user, slug)
+        run = problem_run(problem, number)
+        answers = SiteRound.objects.filter(round__run=run).select_related("round", "institution")
+        page = self.paginate_queryset(answers)
+        return self.get_paginated_response(RunSiteRoundSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[SLUG, RUN], responses=ModelVersionSerializer(many=True))
     def models(self, request: Request, slug: str, number: int) -> Response:
         """The global model after each round, its SHA-256, and whether you may download it."""
         problem = access_problem(request.user, slug)
         run = problem_run(problem, number)
-        models = list(run.models.order_by("round_number"))
+        models = self.paginate_queryset(run.models.all())
         for model in models:
             model.run = run
         allowed = may_download(request.user, run)
-        return Response(
-            ModelListSerializer(
-                {
-                    "may_download": allowed,
-                    "download_refusal": None if allowed else download_refusal(run),
-                    "models": models,
-                },
-                context={"request": request},
-            ).data
+        return self.paginator.get_paginated_response(
+            ModelVersionSerializer(models, many=True, context={"request": request}).data,
+            extra={
+                "may_download": allowed,
+                "download_refusal": None if allowed else download_refusal(run),
+            },
         )
 
     @extend_schema(

@@ -5,7 +5,6 @@ Every set of choices is its own named schema component (``ParticipationRole``,
 ``status`` or a ``role``, and clients should get one enum per meaning, not one per field name.
 """
 
-import math
 from typing import Any
 
 from django.utils.translation import gettext as _
@@ -676,45 +675,6 @@ class ApproveSerializer(serializers.Serializer):
 
 
 # --- Policy check -------------------------------------------------------------------------------
-
-
-class PolicyCheckSerializer(serializers.Serializer):
-    """A proposed run configuration, in the terms the agreement speaks."""
-
-    model_family = model_family_field()
-    min_contributors = serializers.IntegerField(min_value=1, max_value=MAX_CONTRIBUTORS)
-    secure_aggregation = serializers.BooleanField(required=False, default=False)
-    dp_epsilon = serializers.FloatField(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text=gettext_lazy("The run's privacy budget; null: no differential privacy."),
-    )
-    agreement_version = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        default=None,
-        min_value=1,
-        max_value=INT_MAX,
-        help_text=gettext_lazy("The agreement version a running run was launched under."),
-    )
-    contributors = serializers.ListField(
-        child=serializers.SlugField(),
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text=gettext_lazy("Institution slugs; leave out for every eligible contributor."),
-    )
-
-    def validate_dp_epsilon(self, value: float | None) -> float | None:
-        if value is not None and not (0 < value < math.inf):
-            raise serializers.ValidationError(_("Epsilon must be a positive number."))
-        return value
-
-    def validate_contributors(self, value: list[str] | None) -> list[str] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise serializers.ValidationError(_("Name each institution once."))
-        return value
 
 
 class PolicyContributorSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ participants by their institution's slug.
 
 from django.urls import path
 
+from projects.api import privacy as privacy_api
 from projects.api import runs as run_api
 from projects.api import sites as site_api
 from projects.api import views
@@ -21,6 +22,16 @@ P = "problems/<slug:slug>/"
 
 urlpatterns = [
     path("inbox/", views.InboxViewSet.as_view({"get": "list"}), name="inbox"),
+    path(
+        "privacy-ledger/",
+        privacy_api.PrivacyLedgerViewSet.as_view({"get": "list"}),
+        name="privacy-ledger",
+    ),
+    path(
+        "privacy-ledger/<int:dataset_id>/",
+        privacy_api.PrivacyLedgerViewSet.as_view({"get": "retrieve"}),
+        name="privacy-ledger-dataset",
+    ),
     path(
         "site-keys/",
         site_api.SiteKeyViewSet.as_view({"get": "list", "post": "create"}),
@@ -145,6 +156,11 @@ urlpatterns = [
         f"{P}runs/<int:number>/rounds/",
         runs.as_view({"get": "rounds"}),
         name="run-rounds",
+    ),
+    path(
+        f"{P}runs/<int:number>/site-rounds/",
+        runs.as_view({"get": "site_rounds"}),
+        name="run-site-rounds",
     ),
     path(
         f"{P}runs/<int:number>/models/",

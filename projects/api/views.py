@@ -22,9 +22,9 @@ from alliance.models import Role, Sector
 from alliance.permissions import acting_membership
 from projects import selectors, services
 from projects.api import serializers as s
+from projects.api.runs import PolicyCheckSerializer
 from projects.diff import revision_diff
 from projects.models import (
-    AgreementApproval,
     AgreementVersion,
     Dataset,
     Participation,
@@ -38,6 +38,7 @@ from projects.permissions import (
 )
 from projects.schema import DESCRIPTION_KEYS
 from projects.services.problems import PROPOSER_ROLES
+from projects.services.runs import LaunchConfig, launch_errors, launch_plan
 
 SLUG = OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The problem's slug.")
 
@@ -102,47 +103,28 @@ def _version(problem: Problem, number: int) -> AgreementVersion:
 
 def _version_detail(request: Request, version: AgreementVersion) -> dict[str, Any]:
     """A version with the approvals matrix: every active contributor, and anyone who decided."""
-    contributors = [
-        p
-        for p in selectors.problem_participations(version.problem)
-        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
+    approvals = selectors.approval_rows(version, selectors.problem_participations(version.problem))
+    awaiting = [i.slug for i in selectors.awaiting_contributors(approvals)]
+    rows = [
+        {
+            "institution": row.institution.slug,
+            "institution_name": row.institution.name,
+            "contributor": row.contributing,
+            "decision": row.state,
+            "decided_by": row.approval.decided_by.get_username() if row.approval else None,
+            "decided_at": row.approval.decided_at if row.approval else None,
+            "terms_sha256": row.approval.terms_sha256 if row.approval else "",
+            "reason": row.approval.reason if row.approval else "",
+            "revoked_by": (
+                row.approval.revoked_by.get_username()
+                if row.approval is not None and row.approval.revoked_by is not None
+                else None
+            ),
+            "revoked_at": row.approval.revoked_at if row.approval else None,
+            "revoke_reason": row.approval.revoke_reason if row.approval else "",
+        }
+        for row in approvals
     ]
-    contributor_ids = {p.institution_id for p in contributors}
-    approvals = {a.institution_id: a for a in version.approvals.all()}
-    rows: list[dict[str, Any]] = []
-    awaiting: list[str] = []
-    institutions = [p.institution for p in contributors] + [
-        a.institution for a in approvals.values() if a.institution_id not in contributor_ids
-    ]
-    for institution in institutions:
-        approval: AgreementApproval | None = approvals.get(institution.pk)
-        if approval is None:
-            decision = "awaiting"
-        elif approval.revoked_at is not None:
-            decision = "revoked"
-        else:
-            decision = approval.decision
-        if institution.pk in contributor_ids and decision != AgreementApproval.Decision.APPROVED:
-            awaiting.append(institution.slug)
-        rows.append(
-            {
-                "institution": institution.slug,
-                "institution_name": institution.name,
-                "contributor": institution.pk in contributor_ids,
-                "decision": decision,
-                "decided_by": approval.decided_by.get_username() if approval else None,
-                "decided_at": approval.decided_at if approval else None,
-                "terms_sha256": approval.terms_sha256 if approval else "",
-                "reason": approval.reason if approval else "",
-                "revoked_by": (
-                    approval.revoked_by.get_username()
-                    if approval is not None and approval.revoked_by is not None
-                    else None
-                ),
-                "revoked_at": approval.revoked_at if approval else None,
-                "revoke_reason": approval.revoke_reason if approval else "",
-            }
-        )
     context = {"request": request, "approvals": rows, "awaiting": awaiting}
     return s.AgreementVersionDetailSerializer(version, context=context).data
 
@@ -283,17 +265,31 @@ class ProblemViewSet(viewsets.GenericViewSet):
         return Response(revision_diff(revisions[start], revisions[to]))
 
     @extend_schema(
-        parameters=[SLUG], request=s.PolicyCheckSerializer, responses=s.PolicyDecisionSerializer
+        parameters=[SLUG], request=PolicyCheckSerializer, responses=s.PolicyDecisionSerializer
     )
     def policy_check(self, request: Request, slug: str) -> Response:
-        """May this run configuration run now under the effective agreement, and if not, why."""
+        """May this run configuration run now, and if not, why: the launch's own answer.
+
+        The same settings a launch takes, checked by the same code: a configuration this
+        allows is one a launch accepts (permission to launch aside), and the reasons of a
+        refusal are the launch's.
+        """
         problem = access_problem(request.user, slug)
-        data = s.PolicyCheckSerializer(data=request.data)
+        data = PolicyCheckSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        config = dict(data.validated_data)
-        if config["contributors"] is not None:
-            config["contributors"] = tuple(config["contributors"])
-        decision = services.run_policy_check(problem=problem, config=services.RunConfig(**config))
+        settings = dict(data.validated_data)
+        agreement_version = settings.pop("agreement_version")
+        contributors = settings.pop("contributors")
+        config = LaunchConfig(**settings)
+        errors = launch_errors(config)
+        if errors:
+            raise ValidationError({name: [message] for name, message in errors.items()})
+        decision = launch_plan(
+            problem=problem,
+            config=config,
+            agreement_version=agreement_version,
+            contributors=None if contributors is None else tuple(contributors),
+        ).decision
         return Response(
             s.PolicyDecisionSerializer(
                 {

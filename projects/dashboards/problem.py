@@ -26,7 +26,7 @@ from projects.models import (
     ProblemRevision,
     TrainingRun,
 )
-from projects.selectors import runs_with_progress
+from projects.selectors import active_contributors, approval_state, runs_with_progress
 
 LATEST_RUNS = 5
 GRID_VERSIONS = 6
@@ -104,14 +104,6 @@ class ProblemDashboard:
     data_ready: bool  # runs may start (data ready or any later stage)
 
 
-def _contributors(participations: list[Participation]) -> dict[int, Institution]:
-    return {
-        p.institution_id: p.institution
-        for p in participations
-        if p.status == Participation.Status.ACTIVE and p.role == Participation.Role.CONTRIBUTOR
-    }
-
-
 def role_counts(participations: list[Participation]) -> list[Figure]:
     """How many institutions take part in each role (active participations only)."""
     counts = {role: 0 for role in Participation.Role.values}
@@ -161,6 +153,7 @@ def _day(moment: datetime) -> str:
 def _cell(
     version: AgreementVersion, approval: AgreementApproval | None, contributing: bool
 ) -> GridCell:
+    state = approval_state(approval)
     if approval is None:
         if contributing and version.status in (
             AgreementVersion.Status.PENDING,
@@ -169,7 +162,7 @@ def _cell(
             return GridCell("awaiting", "…", _("Awaiting"), _("No decision yet"))
         return GridCell("", "—", _("Not asked"), _("No decision on this version"))
     when = _day(approval.decided_at)
-    if approval.revoked_at is not None:
+    if state == "revoked":
         return GridCell(
             "revoked",
             "↺",
@@ -177,7 +170,7 @@ def _cell(
             _("Revoked on %(when)s. %(reason)s")
             % {"when": _day(approval.revoked_at), "reason": approval.revoke_reason},
         )
-    if approval.decision == AgreementApproval.Decision.DECLINED:
+    if state == AgreementApproval.Decision.DECLINED:
         return GridCell(
             "declined",
             "✗",
@@ -192,7 +185,7 @@ def approval_grid(
 ) -> ApprovalGrid:
     """Contributors and every institution that decided, by the latest agreement versions."""
     shown = sorted(versions, key=lambda v: -v.number)[:GRID_VERSIONS]
-    contributors = _contributors(participations)
+    contributors = active_contributors(participations)
     decisions: dict[tuple[int, int], AgreementApproval] = {}
     institutions: dict[int, Institution] = dict(contributors)
     for version in shown:
@@ -346,7 +339,7 @@ def problem_dashboard(
     datasets: list[Dataset],
 ) -> ProblemDashboard:
     """The problem page's summaries from the lists the page has read, plus its runs."""
-    contributors = _contributors(participations)
+    contributors = active_contributors(participations)
     statuses = revision_statuses(problem, revisions, participations)
     effective = next((v for v in versions if v.status == AgreementVersion.Status.EFFECTIVE), None)
     active = [d for d in datasets if d.status == Dataset.Status.ACTIVE]

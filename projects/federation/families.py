@@ -77,6 +77,10 @@ class ModelFamily(Protocol):
         proximal_mu: float = 0.0,
     ) -> Params: ...
 
+    def loss_and_grads(
+        self, params: Params, X: np.ndarray, y: np.ndarray
+    ) -> tuple[float, Params]: ...  # the objective on (X, y) and its gradient (DP-SGD uses it)
+
     def evaluate(self, params: Params, X: np.ndarray, y: np.ndarray) -> dict[str, float]: ...
 
     def predict(self, params: Params, X: np.ndarray) -> np.ndarray: ...
@@ -121,6 +125,14 @@ def _squared_head(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     residual = z[:, 0] - y
     loss = float(np.mean(residual**2))
     return loss, (2.0 * residual / len(z)).reshape(-1, 1)
+
+
+def _layer_grads(a: np.ndarray, dz: np.ndarray, per_example: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A linear layer's weight and bias gradients from its input ``a`` and dloss/dz: summed over
+    the rows, or one per row (leading axis) for per-example clipping."""
+    if per_example:
+        return np.einsum("ni,nj->nij", a, dz), dz.copy()
+    return a.T @ dz, dz.sum(axis=0)
 
 
 # --- Options ------------------------------------------------------------------------------------
@@ -207,6 +219,20 @@ class _NumpyFamily:
                 loss += 0.5 * self.l2 * float(np.sum(params[i] ** 2))
                 grads[i] = grads[i] + self.l2 * params[i]
         return loss, grads
+
+    def per_example_grads(self, params: Params, X: np.ndarray, y: np.ndarray) -> Params:
+        """Each row's own gradient of the objective (L2 included), stacked on a leading axis:
+        what ``loss_and_grads`` gives for that row alone, for all rows in one pass (DP-SGD)."""
+        X = np.asarray(X, dtype=np.float64)
+        y = self._targets(y)
+        z, backward = self._forward(params, X)
+        _, dz = self._head(z)(z, y)
+        # The heads average over the rows; each row's own gradient is n times its share.
+        grads = backward(dz * len(X), per_example=True)  # type: ignore[call-arg]
+        if self.l2:
+            for i in self._weights(params):
+                grads[i] = grads[i] + self.l2 * params[i]
+        return grads
 
     def train(
         self,
@@ -359,7 +385,7 @@ class LogisticRegression(_NumpyFamily):
         self, params: Params, X: np.ndarray
     ) -> tuple[np.ndarray, Callable[[np.ndarray], Params]]:
         W, b = params
-        return X @ W + b, lambda dz: [X.T @ dz, dz.sum(axis=0)]
+        return X @ W + b, lambda dz, per_example=False: list(_layer_grads(X, dz, per_example))
 
 
 @dataclass(frozen=True)
@@ -377,7 +403,7 @@ class LinearRegression(_NumpyFamily):
         self, params: Params, X: np.ndarray
     ) -> tuple[np.ndarray, Callable[[np.ndarray], Params]]:
         W, b = params
-        return X @ W + b, lambda dz: [X.T @ dz, dz.sum(axis=0)]
+        return X @ W + b, lambda dz, per_example=False: list(_layer_grads(X, dz, per_example))
 
 
 @dataclass(frozen=True)
@@ -421,11 +447,12 @@ class MLP(_NumpyFamily):
             a = np.maximum(z, 0.0) if self.activation == "relu" else np.tanh(z)
             inputs.append(a)
 
-        def backward(dz: np.ndarray) -> Params:
+        def backward(dz: np.ndarray, per_example: bool = False) -> Params:
             grads: Params = [np.empty(0)] * len(params)
             for layer in reversed(range(n_layers)):
-                grads[2 * layer] = inputs[layer].T @ dz
-                grads[2 * layer + 1] = dz.sum(axis=0)
+                grads[2 * layer], grads[2 * layer + 1] = _layer_grads(
+                    inputs[layer], dz, per_example
+                )
                 if layer == 0:
                     break
                 da = dz @ params[2 * layer].T

@@ -52,6 +52,8 @@ MAX_COUNT = 2**31 - 1
 MAX_TEXT = 200
 MAX_ITEMS = 10_000  # features, classes or ranges of one problem
 MAX_METRICS = 32
+# The share of a contributor's rows it keeps aside to score models on (its seeded split).
+VALIDATION_SHARE = 0.2
 
 
 class ProtocolError(ValueError):
@@ -148,6 +150,54 @@ def _exact_keys(data: Mapping[str, Any], allowed: frozenset[str], what: str) -> 
 
 
 @dataclass(frozen=True)
+class DpSpec:
+    """Record-level differential privacy for a run's local training (DP-SGD at every site).
+
+    ``noise_multiplier`` z and ``clip_norm`` C drive the mechanism; ``epsilon`` is the run's
+    budget per dataset it was calibrated for, ``delta`` the datasets' delta, and ``ceiling`` the
+    agreement's epsilon ceiling per dataset across all runs, which a site holds its own ledger
+    to (None: the agreement sets none).
+    """
+
+    noise_multiplier: float
+    clip_norm: float
+    epsilon: float
+    delta: float
+    ceiling: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("noise_multiplier", "clip_norm", "epsilon", "delta"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ProtocolError("malformed", {"field": f"dp.{name}", "problem": "not positive"})
+        if self.delta >= 1:
+            raise ProtocolError("malformed", {"field": "dp.delta", "problem": "not below 1"})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "noise_multiplier": float(self.noise_multiplier),
+            "clip_norm": float(self.clip_norm),
+            "epsilon": float(self.epsilon),
+            "delta": float(self.delta),
+            "ceiling": None if self.ceiling is None else float(self.ceiling),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "DpSpec":
+        if not isinstance(data, dict):
+            raise ProtocolError("malformed", {"field": "dp", "problem": "not an object"})
+        _exact_keys(data, frozenset(cls.__dataclass_fields__), "dp")
+        ceiling = _get(data, "ceiling")
+        return cls(
+            noise_multiplier=_float(data, "noise_multiplier"),
+            clip_norm=_float(data, "clip_norm"),
+            epsilon=_float(data, "epsilon"),
+            delta=_float(data, "delta"),
+            ceiling=None if ceiling is None else _float(data, "ceiling"),
+        )
+
+
+@dataclass(frozen=True)
 class LearningSpec:
     """Features, label, classes and scaling ranges: how every site reads its file alike."""
 
@@ -157,6 +207,7 @@ class LearningSpec:
     feature_ranges: tuple[tuple[float, float], ...]
     task: str  # "classification" or "regression"
     metric: str = ""
+    dp: DpSpec | None = None  # differential privacy at the sites; None: none
 
     def __post_init__(self) -> None:
         # Tuples whatever the caller passed: a spec is a value (hashable, comparable).
@@ -181,6 +232,8 @@ class LearningSpec:
             "feature_ranges": [[float(lo), float(hi)] for lo, hi in self.feature_ranges],
             "task": self.task,
             "metric": self.metric,
+            # Only when set: a run without it keeps the bytes it always had.
+            **({"dp": self.dp.to_json()} if self.dp is not None else {}),
         }
 
     @classmethod
@@ -205,6 +258,7 @@ class LearningSpec:
             feature_ranges=tuple(pairs),
             task=_text(data, "task"),
             metric=_text(data, "metric") if "metric" in data else "",
+            dp=DpSpec.from_json(data["dp"]) if data.get("dp") is not None else None,
         )
 
 
@@ -225,7 +279,7 @@ class RoundTask:
     seed: int
     round_number: int
     site: str  # the institution's slug
-    validation_share: float = 0.2
+    validation_share: float = VALIDATION_SHARE
 
     @property
     def features(self) -> tuple[str, ...]:

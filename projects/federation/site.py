@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from projects.federation import privacy
 from projects.federation.data import DataError, encode_labels, file_sha256, load_csv, scale, split
 from projects.federation.families import (
     CLASSIFICATION,
@@ -254,17 +255,36 @@ def train_on_site(
     global_metrics["validation_rows"] = float(len(validation_rows))
     scored = time.perf_counter()
 
+    dp = task.spec.dp
     try:
-        params = family.train(
-            start,
-            X[train_rows],
-            y[train_rows],
-            epochs=task.epochs,
-            batch_size=task.batch_size,
-            learning_rate=task.learning_rate,
-            rng=site_rng(task.seed, task.site, "train", task.round_number),
-            proximal_mu=task.proximal_mu,
-        )
+        if dp is None:
+            params = family.train(
+                start,
+                X[train_rows],
+                y[train_rows],
+                epochs=task.epochs,
+                batch_size=task.batch_size,
+                learning_rate=task.learning_rate,
+                rng=site_rng(task.seed, task.site, "train", task.round_number),
+                proximal_mu=task.proximal_mu,
+            )
+        else:
+            # DP-SGD: the samples and the noise from streams of their own, derived from the run,
+            # the site and the round, so the round is the same bits wherever it is computed.
+            params = privacy.dp_sgd(
+                family,
+                start,
+                X[train_rows],
+                y[train_rows],
+                epochs=task.epochs,
+                batch_size=task.batch_size,
+                learning_rate=task.learning_rate,
+                clip_norm=dp.clip_norm,
+                noise_multiplier=dp.noise_multiplier,
+                rng=site_rng(task.seed, task.site, "train", task.round_number),
+                noise_rng=site_rng(task.seed, task.site, "dp-noise", task.round_number),
+                proximal_mu=task.proximal_mu,
+            )
     except TrainingDiverged as exc:
         raise SiteRefusal("diverged", {}, str(exc)) from exc
     except ValueError as exc:  # epochs, batch size, learning rate or mu out of range

@@ -6,6 +6,7 @@ from projects.models.agreement import (
     ModelFamily,
 )
 from projects.models.dataset import Dataset
+from projects.models.privacy import PrivacySpend
 from projects.models.problem import (
     Metric,
     Participation,
@@ -39,6 +40,7 @@ __all__ = [
     "ModelFamily",
     "ModelVersion",
     "Participation",
+    "PrivacySpend",
     "Problem",
     "ProblemComment",
     "ProblemRevision",

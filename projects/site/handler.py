@@ -12,11 +12,12 @@ Every task, obeyed or refused, is one line in the site's hash-chained log.
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.utils import timezone
 
-from projects.federation import encoding
+from projects.federation import encoding, privacy
 from projects.federation.protocol import (
     Envelope,
     ProtocolError,
@@ -28,7 +29,13 @@ from projects.federation.protocol import (
     sha256_hex,
 )
 from projects.federation.site import evaluate_on_site, score_on_site, train_on_site
-from projects.site.identity import SiteIdentity, data_file, portal_public_key, site_identities
+from projects.site.identity import (
+    PRIVATE_DIR,
+    SiteIdentity,
+    data_file,
+    portal_public_key,
+    site_identities,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +156,40 @@ def _score(
     return Envelope.seal(reply, identity.key)
 
 
+# The site's own privacy budget ledger, beside its log.
+PRIVACY_LEDGER = "privacy-ledger.jsonl"
+
+
+def _admit_privacy(identity: SiteIdentity, message: SiteMessage) -> Callable[[], None] | None:
+    """The site's own check of its privacy budget before a DP round, and the spend to record
+    once the round is trained; ProtocolError ``privacy_budget`` when the round would exceed it.
+    """
+    dp = message.task.spec.dp
+    if dp is None:
+        return None
+    ledger = privacy.SiteLedger(identity.folder / PRIVATE_DIR / PRIVACY_LEDGER)
+    event = privacy.round_event(
+        rows=privacy.training_rows(message.dataset.rows, message.task.validation_share),
+        batch_size=message.task.batch_size,
+        epochs=message.task.epochs,
+        noise_multiplier=dp.noise_multiplier,
+    )
+    key = (message.run, message.launched, message.round)
+    sha256 = message.dataset.sha256
+    try:
+        ledger.admit(sha256=sha256, key=key, event=event, ceiling=dp.ceiling, delta=dp.delta)
+    except privacy.BudgetExceeded as exc:
+        raise ProtocolError(
+            "privacy_budget",
+            {
+                "spent": round(exc.spent, 3),
+                "needed": round(exc.needed, 3),
+                "ceiling": exc.ceiling,
+            },
+        ) from exc
+    return lambda: ledger.record(sha256=sha256, key=key, event=event)
+
+
 def _answer(
     identity: SiteIdentity, envelope: Envelope[SiteMessage], head: dict, started: float
 ) -> Envelope[SiteReply]:
@@ -170,9 +211,12 @@ def _answer(
         blob = envelope.attachment_bytes(message.params_sha256, limit=message.max_update_bytes)
         params = encoding.decode_params(blob, max_bytes=message.max_update_bytes)
         if message.kind == "train":
+            spend = _admit_privacy(identity, message)
             result = train_on_site(
                 message.task, params, data_path=path, expected_sha256=message.dataset.sha256
             )
+            if spend is not None:
+                spend()
         else:
             result = evaluate_on_site(
                 message.task,

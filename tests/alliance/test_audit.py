@@ -134,10 +134,27 @@ def test_members_see_only_events_of_their_institution(
     assert [e["payload"]["email"] for e in mine] == ["a@example.org"]
     assert all(e["actor_institution"] == institution.slug for e in mine)
     everything = api_as(staff).get(reverse("api:audit-event-list")).json()
-    assert everything["count"] == 2
+    assert len(everything["results"]) == 2 and everything["next"] is None
     other_seq = AuditEvent.objects.get(payload__email="b@example.org").seq
     hidden = api_as(admin_user).get(reverse("api:audit-event-detail", args=[other_seq]))
     assert hidden.status_code == 404
+
+
+def test_the_api_pages_events_by_cursor_newest_first(api_as, staff, admin_user):
+    _events(7)
+    client = api_as(staff)
+    path, seen = reverse("api:audit-event-list") + "?page_size=3", []
+    while path:
+        body = client.get(path).json()
+        assert "count" not in body and len(body["results"]) <= 3
+        seen += [e["seq"] for e in body["results"]]
+        path = body["next"]
+    assert seen == sorted(AuditEvent.objects.values_list("seq", flat=True), reverse=True)
+    # A page is as deep as its cursor says, not an OFFSET that shifts when events are added.
+    first = client.get(reverse("api:audit-event-list") + "?page_size=3").json()
+    _events(2)
+    second = client.get(first["next"]).json()
+    assert second["results"][0]["seq"] == first["results"][-1]["seq"] - 1
 
 
 def test_chain_verification_endpoint_is_for_staff(api_as, staff, admin_user):

@@ -63,3 +63,56 @@ def test_invite_query_budget(admin_user):
     with CaptureQueriesContext(connection) as captured:
         services.member_invite(actor=admin_user, email="q@example.org", role="viewer")
     assert len(captured) <= 25
+
+
+# --- Members cost no more than staff ------------------------------------------------------------
+
+# The main pages, with the same content, for a member (a viewer at a contributing institution:
+# no buttons and no inbox of their own) and for alliance staff (who see everything and act for
+# nobody). Checking who a member is and what they may see must not make their page dearer than
+# staff's: the person comes with their membership, a problem with their institution's part in
+# it, and visibility is a subquery of the query that reads the rows.
+MAIN_PAGES = [
+    ("home", lambda problem, run: []),
+    ("dashboard", lambda problem, run: []),
+    ("problem-detail", lambda problem, run: [problem.slug]),
+    ("problem-list", lambda problem, run: []),
+    ("run", lambda problem, run: [problem.slug, run.number]),
+    ("run-live", lambda problem, run: [problem.slug, run.number]),
+    ("audit-list", lambda problem, run: []),
+    ("api:problem-list", lambda problem, run: []),
+    ("api:problem-detail", lambda problem, run: [problem.slug]),
+    ("api:run-list", lambda problem, run: [problem.slug]),
+    ("api:run-detail", lambda problem, run: [problem.slug, run.number]),
+    ("api:run-rounds", lambda problem, run: [problem.slug, run.number]),
+    ("api:run-site-rounds", lambda problem, run: [problem.slug, run.number]),
+    ("api:run-models", lambda problem, run: [problem.slug, run.number]),
+    ("api:audit-event-list", lambda problem, run: []),
+]
+
+
+def test_member_pages_cost_no_more_queries_than_staff_pages(settings, tmp_path):
+    from rest_framework.test import APIClient
+
+    from tests.factories import StaffFactory
+    from tests.projects.scenario import build_scenario
+    from tests.projects.test_run_pages import add_rounds, launch
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    scenario = build_scenario().ready()
+    run = add_rounds(scenario, launch(scenario), closed=3)
+    problem = scenario.refresh()
+    services.audit_chain_status()
+    people = {"member": scenario.b.viewer, "staff": StaffFactory()}
+    dearer = []
+    for name, args in MAIN_PAGES:
+        url = reverse(name, args=args(problem, run))
+        counts = {}
+        for who, user in people.items():
+            client = APIClient()
+            client.force_login(user)
+            client.get(url)  # per-process caches (content types, permissions) fill once
+            counts[who] = _count(lambda client=client, url=url: client.get(url))
+        if counts["member"] > counts["staff"]:
+            dearer.append(f"{name}: member {counts['member']}, staff {counts['staff']}")
+    assert not dearer, "member pages dearer than staff's:\n" + "\n".join(dearer)

@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from alliance import services as alliance_services
 from alliance.models import Role
+from alliance.services import webhooks
 from portal.api_examples import REQUEST_EXAMPLES, SEPSIS_FEATURES
 from projects import services
 from projects.federation.encoding import encode_params
@@ -128,6 +129,12 @@ def story(settings, tmp_path) -> Story:
     )
     blob = encode_params([np.zeros((3, 1)), np.zeros(1)])
     runs.model_store(run=run, round_number=1, blob=blob, metrics={"roc_auc": 0.8})
+    hook = webhooks.webhook_create(
+        actor=people["north-admin"],
+        institution=places["north"],
+        url="https://north-hospital.example.org/events",
+        events=["run.failed"],
+    )
     return Story(
         people=people,
         ids={
@@ -141,6 +148,7 @@ def story(settings, tmp_path) -> Story:
             "dataset": problem.datasets.get(site_key="north.csv").pk,
             "key": key.fingerprint,
             "run": run.number,
+            "webhook": hook.pk,
         },
     )
 
@@ -209,6 +217,9 @@ PLANS: dict[str, Plan] = {
         lambda i: {"slug": i["sepsis"], "number": i["run"], "round_number": 1},
         400,
     ),
+    "notification_preferences_partial_update": ("harbour-researcher", lambda i: {}, 200),
+    "webhooks_create": ("north-admin", lambda i: {}, 201),
+    "webhooks_partial_update": ("north-admin", lambda i: {"id": i["webhook"]}, 200),
 }
 
 

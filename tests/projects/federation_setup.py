@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
+from django.core.signals import setting_changed
 from django.db import connection
 
 from projects.demo import BREAST_CANCER
@@ -32,9 +33,18 @@ _SEEDED: tuple[snapshot.Snapshot, Path] | None = None
 
 
 def _place(var_dir: Path) -> None:
-    settings.VAR_DIR = var_dir
-    settings.SITE_DATA_ROOT = var_dir / "sites"
-    settings.MEDIA_ROOT = var_dir / "media"
+    """Point the portal's folders at ``var_dir``, as the worker processes started with it see them.
+
+    Each change is announced, so that what read the old value (the storage of stored models)
+    follows: a model written under another folder would be missing for the coordinator.
+    """
+    for name, value in (
+        ("VAR_DIR", var_dir),
+        ("SITE_DATA_ROOT", var_dir / "sites"),
+        ("MEDIA_ROOT", var_dir / "media"),
+    ):
+        setattr(settings, name, value)
+        setting_changed.send(sender=type(settings), setting=name, value=value, enter=True)
 
 
 def seed_medical(var_dir: Path) -> Problem:

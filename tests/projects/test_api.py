@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from alliance.models import AuditEvent, Institution
-from projects import services
+from projects import selectors, services
 from projects.diff import definition_diff, revision_diff
 from projects.federation import signing
 from projects.models import AgreementVersion, Dataset, Participation, Problem, ProblemRevision
@@ -870,8 +870,8 @@ def test_policy_check_gives_every_reason_for_an_mlp_run(ready, api_as):
     ("body", "field"),
     [
         ({"model_family": "random_forest", "min_contributors": 2}, "model_family"),
-        ({"model_family": "mlp"}, "min_contributors"),
-        ({"model_family": "mlp", "min_contributors": 2, "dp_epsilon": -1}, "dp_epsilon"),
+        ({"model_family": "mlp", "min_contributors": 0}, "min_contributors"),
+        ({"model_family": "mlp", "dp_options": {"epsilon": -1}}, "dp_options"),
         (
             {"model_family": "mlp", "min_contributors": 2, "contributors": ["a", "a"]},
             "contributors",
@@ -1018,3 +1018,26 @@ def test_institution_slugs_in_invitations_must_be_admitted(scenario, api_as):
     assert response.status_code == 400
     assert "institution" in response.json()
     assert not Participation.objects.filter(institution__slug="pending-lab").exists()
+
+
+def test_pages_and_api_read_one_approval_state(ready, api_as, client):
+    """The agreement page, the problem page's grid and the API answer from one read model."""
+    api_as(ready.b.steward).post(
+        url("problem-agreement-revoke", SLUG, 1), {"reason": "Consent withdrawn."}, format="json"
+    )
+    api = api_as(ready.a.viewer).get(url("problem-agreement-detail", SLUG, 1)).json()
+    from_api = {row["institution"]: row["decision"] for row in api["approvals"]}
+    client.force_login(ready.a.viewer)
+    page = client.get(reverse("agreement-detail", args=[SLUG, 1]))
+    from_page = {row.institution.slug: row.state for row in page.context["matrix"]}
+    problem_page = client.get(reverse("problem-detail", args=[SLUG]))
+    grid = problem_page.context["dash"].grid
+    column = [v.number for v in grid.versions].index(1)
+    from_grid = {row.institution.slug: row.cells[column].state for row in grid.rows}
+    assert from_api == from_page == from_grid
+    assert from_api[ready.b.institution.slug] == "revoked"
+    assert api["awaiting"] == [ready.b.institution.slug]
+    assert page.context["matrix"] == selectors.approval_rows(
+        AgreementVersion.objects.get(problem__slug=SLUG, number=1),
+        selectors.problem_participations(Problem.objects.get(slug=SLUG)),
+    )

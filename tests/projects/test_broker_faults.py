@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from portal.common import keys
-from projects.models import Round, SiteRound, TrainingRun
+from projects.models import Round, SiteHeartbeat, SiteRound, TrainingRun
 from tests.conftest import needs, require_postgres, wait_for
 from tests.projects.federation_setup import SITES, seed_medical
 from tests.projects.test_federated_runs import _purge, _worker_env, finished, launch
@@ -77,7 +77,7 @@ def private_redis(tmp_path):
     server.kill()
 
 
-def _processes(redis_url: str) -> list[subprocess.Popen]:
+def _processes(redis_url: str, logs: Path) -> list[subprocess.Popen]:
     env = {
         **_worker_env(),
         "CELERY_BROKER_URL": redis_url,
@@ -85,25 +85,38 @@ def _processes(redis_url: str) -> list[subprocess.Popen]:
         "FEDERATION_RESEND_SECONDS": "2",
         "PORTAL_PUBLIC_KEY": keys.portal_public_text(),
     }
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    coordinator = subprocess.Popen(
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def start(name: str, command: list[str]) -> subprocess.Popen:
+        # The child keeps its own copy of the log's descriptor; ours closes at once.
+        with (logs / f"{name}.log").open("w") as out:
+            return subprocess.Popen(
+                command, cwd=Path(settings.BASE_DIR), env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    coordinator = start(
+        "coordinator",
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", "coordinator",
          "--pool", "solo", "--hostname", f"faults-{os.getpid()}@%h", "--loglevel", "WARNING"],
-        env=env, **quiet,
     )  # fmt: skip
     sites = [
-        subprocess.Popen(
+        start(
+            slug,
             [
                 *(sys.executable, "manage.py", "run_site_worker", "--institution", slug),
                 *("--data-dir", str(Path(settings.SITE_DATA_ROOT) / slug), "--loglevel", "WARNING"),
             ],
-            cwd=Path(settings.BASE_DIR),
-            env=env,
-            **quiet,
         )
         for slug in SITES
     ]
     return [coordinator, *sites]
+
+
+def _show_logs(logs: Path) -> None:
+    """On failure, the processes' own words (the last lines of each log) go to the report."""
+    for path in sorted(logs.glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-40:]
+        print(f"--- {path.name} ---", *lines, sep="\n")
 
 
 def test_a_run_survives_redis_killed_and_restarted_mid_round(
@@ -111,20 +124,30 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
 ):
     require_postgres()
     medical = seed_medical(tmp_path / "alliance")
-    processes = _processes(private_redis.url)
+    processes = _processes(private_redis.url, tmp_path / "logs")
     try:
+        # Every site worker is up and heard by the coordinator before the run starts (starting
+        # Python, Django and Celery takes a while on a busy machine).
+        wait_for(
+            lambda: SiteHeartbeat.objects.filter(institution__slug__in=SITES).count() == len(SITES),
+            timeout=180,
+            what="a heartbeat from each site",
+        )
         # The launch's own message goes to the test's usual broker; the coordinator's
         # reconciler starts the queued run from the database, as after a lost message.
         run = launch(medical, rounds=8, round_deadline=120)
         wait_for(
             lambda: run.round_set.filter(status="succeeded").count() >= 3,
-            timeout=90,
+            timeout=120,
             what="three rounds",
         )
         private_redis.kill()
         time.sleep(1.5)  # rounds keep trying to dispatch and answer while it is away
         private_redis.start()  # empty: every queued task and answer is gone
         run = finished(run, timeout=120)
+    except AssertionError:
+        _show_logs(tmp_path / "logs")
+        raise
     finally:
         for process in processes:
             process.terminate()

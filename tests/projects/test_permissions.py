@@ -282,3 +282,47 @@ def test_leaving_takes_away_the_participants_permissions(ready):
     for person in people(ready.b):
         assert perms_of(person, ready.problem) == set()
         assert access_problem(person, SLUG) == ready.problem  # listed: still readable
+
+
+# --- Permission checks read once -----------------------------------------------------------------
+
+
+def test_problem_perms_answer_what_guardian_answers_in_one_query(private, outsider):
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from guardian.core import ObjectPermissionChecker
+    from guardian.shortcuts import assign_perm
+
+    from projects.permissions import problem_perms
+
+    problem = private.refresh()
+    # A grant to a person (never made by the portal, but guardian counts it) is counted too.
+    assign_perm("projects.comment_problem", outsider.viewer, problem)
+    everyone = [p for site in (private.a, private.b, private.c, outsider) for p in people(site)]
+    for user in everyone:
+        fresh = get_user_model().objects.get(pk=user.pk)
+        expected = set(ObjectPermissionChecker(fresh).get_perms(problem))
+        fresh_problem = Problem.objects.get(pk=problem.pk)
+        with CaptureQueriesContext(connection) as captured:
+            assert problem_perms(fresh, fresh_problem) == expected, user.username
+            assert problem_perms(fresh, fresh_problem) == expected  # remembered: no query
+        assert len(captured) == 1
+    assert "comment_problem" in problem_perms(outsider.viewer, Problem.objects.get(pk=problem.pk))
+
+
+def test_checks_on_a_person_read_for_the_request_still_see_a_suspension(ready):
+    from alliance.permissions import current_membership
+    from portal.common.auth import PortalBackend
+    from projects.permissions import can_launch
+    from tests.factories import StaffFactory
+
+    researcher = ready.a.researcher
+    problem = ready.refresh()
+    assert can_launch(PortalBackend().get_user(researcher.pk), problem)
+    alliance_services.institution_suspend(
+        actor=StaffFactory(), institution=ready.a.institution, reason="Audit pending."
+    )
+    person = PortalBackend().get_user(researcher.pk)
+    assert current_membership(person) is None
+    assert not can_launch(person, problem)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from alliance.models import AuditEvent
 from projects.models import Problem, Round, SiteRound, TrainingRun
 from projects.services import runs
+from projects.services.runs import store
 from projects.site.handler import handle_task
 from projects.site.identity import LOG_NAME, PRIVATE_DIR
 from tests.projects.federation_setup import SITES, answer, message_for, seed_medical
@@ -100,6 +101,32 @@ def test_a_silent_site_is_sent_its_task_again_later_and_later(medical, settings)
     rows.update(resent_at=past(seconds=21))
     assert runs.runs_reconcile()["resent"] == 2
     assert {r.resends for r in rows.all()} == {2}
+
+
+def test_the_wait_between_resends_stops_growing_at_eight_times_the_first(medical, settings):
+    settings.FEDERATION_RESEND_SECONDS = 10
+    run = launch(medical, rounds=1)
+    rows = SiteRound.objects.filter(round__run=run)
+    rows.update(resends=6, resent_at=past(seconds=79))
+    assert runs.runs_reconcile()["resent"] == 0
+    rows.update(resent_at=past(seconds=81))  # 80 s, not 10 * 2**6 = 640 s
+    assert runs.runs_reconcile()["resent"] == 3
+
+
+def test_one_broken_run_does_not_stop_the_others(medical, caplog):
+    broken, healthy = launch(medical, rounds=2), launch(medical, rounds=2)
+    for run in (broken, healthy):
+        for slug in SITES:
+            runs.update_receive(answer(run, slug))
+    # Both runs' next steps were lost; the broken one cannot find the model it starts from.
+    Round.objects.filter(run__in=[broken, healthy], number=2).delete()
+    Round.objects.filter(run__in=[broken, healthy], number=1).update(closed_at=past(seconds=5))
+    broken.models.filter(round_number=1).delete()
+    store._MODEL_SHA.clear()
+    assert runs.runs_reconcile()["advanced"] == 1
+    assert healthy.round_set.get(number=2).status == Round.Status.RUNNING
+    assert not broken.round_set.filter(number=2).exists()
+    assert f"Reconciling run {broken.pk} failed" in caplog.text
 
 
 def test_a_coordinator_that_starts_sends_every_unanswered_task_again(medical):

@@ -7,9 +7,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from alliance.models import AuditEvent
-from projects.models import TrainingRun
+from portal.common.pagination import MAX_PAGE_SIZE, PAGE_SIZE
+from projects.models import Round, TrainingRun
 from tests.factories import UserFactory
 from tests.projects.scenario import make_site
 from tests.projects.test_run_pages import add_rounds, launch, ready_with
@@ -163,7 +165,7 @@ def test_list_and_detail_show_progress_and_metrics(api_as, ready):
 def test_rounds_carry_metrics_timings_and_site_reasons(api_as, ready):
     run = add_rounds(ready, launch(ready))
     body = api_as(ready.b.steward).get(url("run-rounds", SLUG, run.number)).json()
-    assert body["count"] == 2
+    assert body["next"] is None
     first, second = body["results"]
     assert first["metrics"] == {"accuracy": 0.8125, "loss": 0.4321}
     assert first["timings"]["site_compute"] == 1.5
@@ -177,6 +179,61 @@ def test_rounds_carry_metrics_timings_and_site_reasons(api_as, ready):
     assert second["status"] == "running"
     assert second["model_sha256"] is None
     assert {s["status"] for s in second["sites"]} == {"dispatched"}
+
+
+def _walk(client, path: str) -> list[dict]:
+    """Every row of a cursor-paged list, following its next links; no page repeats a row."""
+    rows, pages = [], 0
+    while path:
+        body = client.get(path).json()
+        assert "count" not in body  # cursor pages: no COUNT over the whole table
+        rows += body["results"]
+        path, pages = body["next"], pages + 1
+    return rows, pages
+
+
+def test_rounds_site_rounds_and_models_page_by_cursor(api_as, ready):
+    run = add_rounds(ready, launch(ready, rounds=10), closed=5)
+    client = api_as(ready.c.viewer)
+    rounds, pages = _walk(client, url("run-rounds", SLUG, run.number) + "?page_size=2")
+    assert [r["number"] for r in rounds] == [1, 2, 3, 4, 5, 6]
+    assert pages == 3
+    answers, pages = _walk(client, url("run-site-rounds", SLUG, run.number) + "?page_size=4")
+    assert [(a["round"], a["institution"]) for a in answers[:2]] == [
+        (1, "north-hospital"),
+        (1, "harbour-hospital"),
+    ]
+    assert len(answers) == 5 * 2 + 2 and pages == 3
+    assert {a["status"] for a in answers if a["round"] == 6} == {"dispatched"}
+    models, pages = _walk(client, url("run-models", SLUG, run.number) + "?page_size=4")
+    assert [m["round_number"] for m in models] == [0, 1, 2, 3, 4, 5]
+    first = client.get(url("run-models", SLUG, run.number) + "?page_size=4").json()
+    assert first["may_download"] is True and first["next"]
+    second = client.get(first["next"]).json()
+    assert second["may_download"] is True and second["previous"]
+
+
+def test_a_page_is_never_larger_than_the_ceiling(api_as, ready):
+    run = add_rounds(ready, launch(ready), closed=1)
+    now = timezone.now()
+    numbers = range(3, MAX_PAGE_SIZE + 4)
+    Round.objects.bulk_create(
+        Round(run=run, number=n, started_at=now, deadline_at=now) for n in numbers
+    )
+    client = api_as(ready.c.viewer)
+    path = url("run-rounds", SLUG, run.number) + f"?page_size={MAX_PAGE_SIZE * 5}"
+    body = client.get(path).json()
+    assert len(body["results"]) == MAX_PAGE_SIZE
+    assert body["next"]
+    assert len(client.get(url("run-rounds", SLUG, run.number)).json()["results"]) == PAGE_SIZE
+
+
+def test_a_bad_cursor_is_a_404_not_a_500(api_as, ready):
+    run = add_rounds(ready, launch(ready))
+    client = api_as(ready.c.viewer)
+    for name in ("run-rounds", "run-site-rounds", "run-models"):
+        response = client.get(url(name, SLUG, run.number) + "?cursor=not-a-cursor")
+        assert response.status_code == 404
 
 
 def test_invisible_problems_answer_404(api_as, scenario, outsider):
@@ -196,7 +253,7 @@ def test_list_and_rounds_queries_do_not_grow_with_the_data(api_as, ready):
     small = add_rounds(ready, launch(ready), closed=1)
     large = add_rounds(ready, launch(ready, rounds=10), closed=6)
     client = api_as(ready.a.researcher)
-    for name in ("run-detail", "run-rounds", "run-models"):
+    for name in ("run-detail", "run-rounds", "run-site-rounds", "run-models"):
         assert _queries(client, url(name, SLUG, small.number)) == _queries(
             client, url(name, SLUG, large.number)
         )
@@ -254,8 +311,9 @@ def test_models_list_their_hashes_and_download_links(api_as, ready):
     body = client.get(url("run-models", SLUG, run.number)).json()
     assert body["may_download"] is True
     assert body["download_refusal"] is None
-    assert [m["round_number"] for m in body["models"]] == [0, 1]
-    model = body["models"][1]
+    assert [m["round_number"] for m in body["results"]] == [0, 1]
+    assert body["next"] is None
+    model = body["results"][1]
     assert model["sha256"] == run.models.get(round_number=1).sha256
     assert model["download_name"] == f"{SLUG}-run1-round1.npy"
     response = client.get(model["download_url"])
@@ -315,6 +373,7 @@ def test_the_schema_documents_the_runs_api_without_warnings(tmp_path):
         "/api/v1/problems/{slug}/runs/{number}/",
         "/api/v1/problems/{slug}/runs/{number}/cancel/",
         "/api/v1/problems/{slug}/runs/{number}/rounds/",
+        "/api/v1/problems/{slug}/runs/{number}/site-rounds/",
         "/api/v1/problems/{slug}/runs/{number}/models/",
         "/api/v1/problems/{slug}/runs/{number}/models/{round_number}/download/",
     ):

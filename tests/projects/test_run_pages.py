@@ -210,6 +210,18 @@ def test_launch_redirects_to_the_run_with_a_message(client, ready):
     assert "Run 1 is launched" in page
 
 
+def test_launch_with_differential_privacy_shows_it_on_the_run(client, ready):
+    client.force_login(ready.a.researcher)
+    response = client.post(
+        url("run-launch", SLUG), {**FORM, "dp_epsilon": "3", "dp_clip_norm": "0.5"}
+    )
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302
+    assert run.spec["dp"]["epsilon"] == 3.0 and run.spec["dp"]["clip_norm"] == 0.5
+    page = text(client.get(response["Location"]))
+    assert "DP-SGD at every site: epsilon 3.0 per dataset" in page
+
+
 def test_launch_errors_show_next_to_fields_and_keep_the_input(client, ready):
     client.force_login(ready.a.researcher)
     response = client.post(
@@ -477,6 +489,9 @@ SAME_REFUSALS = [
     ({"rounds": "0"}, {"rounds": 0}),
     ({"round_deadline": "1"}, {"round_deadline": 1}),
     ({"learning_rate": "11"}, {"learning_rate": 11}),
+    ({"dp_epsilon": "-1.5"}, {"dp_options": {"epsilon": -1.5}}),
+    ({"dp_clip_norm": "0.5"}, {"dp_options": {"clip_norm": 0.5}}),
+    ({"dp_epsilon": "2", "dp_clip_norm": "0"}, {"dp_options": {"epsilon": 2, "clip_norm": 0}}),
 ]  # fmt: skip
 
 

@@ -297,6 +297,10 @@ def rejection_text(code: str, detail: dict) -> str:
         "invalid_task": _("The site could not read the round's task (%(detail)s)."),
         "diverged": _("Training at the site produced numbers that are not finite."),
         "site_error": _("Training failed at the site (%(detail)s)."),
+        "privacy_budget": _(
+            "The site refused the round: its own ledger says the round would take its dataset "
+            "past the agreement's privacy budget (%(detail)s)."
+        ),
     }
     text = texts.get(code)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(detail.items())) if detail else "-"

@@ -14,6 +14,8 @@ from django.utils.translation import gettext as _
 from alliance.services.audit import audit_record
 from projects.federation import encoding, strategies
 from projects.models import ModelVersion, Round, SiteRound, TrainingRun
+from projects.services.privacy import privacy_spend_round
+from projects.services.runs.notices import run_finished_notify
 from projects.services.runs.store import blob_store, model_store, round_start_bytes
 from projects.services.verification import final_evaluations, weighted
 
@@ -30,6 +32,7 @@ def fail_run(run: TrainingRun, reasons: list[str], *, action: str = "run.failed"
         subject_institution=run.institution,
         payload={"problem": run.problem.slug, "run": run.number, "reasons": run.reasons},
     )
+    run_finished_notify(run)
 
 
 def weighted_metrics(sites: list[SiteRound]) -> dict[str, float]:
@@ -119,6 +122,8 @@ def close_round(
         "updates": {s.institution.slug: s.update_sha256 for s in contributed},
     }
     round_.contributors = len(contributed)
+    # Every noisy update that left its site spent its dataset's budget, used or not.
+    privacy_spend_round(round_=round_, sites=sites)
     timings = _timings(round_, sites, contributed)
     _report_forged(round_)
     if len(contributed) < run.min_contributors:
@@ -227,5 +232,6 @@ def close_round(
             },
         )
         final_evaluations(run, model)
+        run_finished_notify(run)
         return False
     return True

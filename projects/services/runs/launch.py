@@ -2,12 +2,13 @@
 
 The launch page, the API and ``manage.py launch_run`` all build a ``LaunchConfig`` and call
 ``run_launch``; ``launch_errors`` is the one check of its settings, so the three refuse the same
-inputs with the same messages.
+inputs with the same messages. ``launch_plan`` is the one answer to "may this run": the API's
+policy check and the launch both call it, so they agree on the answer and its reasons.
 """
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -20,13 +21,14 @@ from django.utils.translation import gettext as _
 from alliance.permissions import acting_membership
 from alliance.services.audit import audit_record
 from portal.common.errors import ApplicationError
-from projects.federation import encoding, strategies
+from projects.federation import encoding, privacy, strategies
 from projects.federation.families import get_family
 from projects.federation.loop import initial_params
-from projects.federation.protocol import LearningSpec
+from projects.federation.protocol import VALIDATION_SHARE, DpSpec, LearningSpec
 from projects.models import Dataset, ModelFamily, Problem, Strategy, TaskType, TrainingRun
 from projects.permissions import LAUNCH_ROLES, can_launch
-from projects.services.policy import RunConfig, run_policy_check
+from projects.services.policy import PolicyDecision, RunConfig, run_policy_check
+from projects.services.privacy import budget_projections, budget_reason
 from projects.services.runs.store import model_store
 from projects.services.stages import problem_advance_stage
 
@@ -78,6 +80,10 @@ class LaunchConfig:
     min_contributors: int | None = None  # None: what the agreement requires
     round_deadline: int = DEFAULTS["round_deadline"]
     seed: int = DEFAULTS["seed"]
+    secure_aggregation: bool = False
+    # Record-level differential privacy at the sites: {"epsilon": ..., "clip_norm": ...};
+    # None: none.
+    dp_options: dict[str, float] | None = None
 
 
 def learning_spec(problem: Problem, datasets: list[Dataset], family: str) -> LearningSpec:
@@ -198,7 +204,140 @@ def launch_errors(config: LaunchConfig) -> dict[str, str]:
         value = config.min_contributors
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
             errors["min_contributors"] = _("Give a whole number of at least 1.")
+    if not isinstance(config.secure_aggregation, bool):
+        errors["secure_aggregation"] = _("Answer yes or no.")
+    elif config.secure_aggregation:
+        errors["secure_aggregation"] = _("Secure aggregation is not available on this portal yet.")
+    if config.dp_options is not None:
+        if not isinstance(config.dp_options, dict):
+            errors["dp_options"] = _("Give the differential-privacy options as names and numbers.")
+        else:
+            try:
+                privacy.dp_options(config.dp_options)
+            except (ValueError, TypeError) as exc:
+                errors["dp_options"] = str(exc)
     return errors
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """The answer to "may this run", and what a launch needs of it when the answer is yes."""
+
+    decision: PolicyDecision
+    min_contributors: int
+    spec: LearningSpec | None = None  # None when refused
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.decision.reasons
+
+
+def _dp_spec(config: LaunchConfig, decision: PolicyDecision, reasons: list[str]) -> DpSpec | None:
+    """The run's DP-SGD settings: one noise multiplier that keeps every contributor's dataset
+    within the run's epsilon (the smallest dataset, sampled the most, needs the most noise).
+    """
+    if config.dp_options is None:
+        return None
+    options = privacy.dp_options(config.dp_options)
+    noise = 0.0
+    for contributor in decision.contributors:
+        rows = privacy.training_rows(contributor.dataset.row_count, VALIDATION_SHARE)
+        try:
+            z = privacy.noise_for(
+                target_epsilon=options["epsilon"],
+                rows=rows,
+                batch_size=int(config.batch_size),
+                epochs=int(config.local_epochs),
+                rounds=int(config.rounds),
+                delta=privacy.DELTA,
+            )
+        except privacy.PrivacyError:
+            reasons.append(
+                _(
+                    "No amount of noise keeps %(rounds)s rounds on %(dataset)s within epsilon "
+                    "%(epsilon)s; ask for fewer rounds, fewer local epochs or a larger batch."
+                )
+                % {
+                    "rounds": config.rounds,
+                    "dataset": contributor.dataset.name,
+                    "epsilon": options["epsilon"],
+                }
+            )
+            return None
+        noise = max(noise, z)
+    agreement = decision.agreement
+    return DpSpec(
+        noise_multiplier=noise or privacy.MAX_NOISE,
+        clip_norm=options["clip_norm"],
+        epsilon=options["epsilon"],
+        delta=privacy.DELTA,
+        ceiling=agreement.dp_max_epsilon if agreement is not None else None,
+    )
+
+
+def launch_plan(
+    *,
+    problem: Problem,
+    config: LaunchConfig,
+    agreement_version: int | None = None,
+    contributors: tuple[str, ...] | None = None,
+) -> LaunchPlan:
+    """Whether ``config`` may run on ``problem`` now, with every reason why not.
+
+    The one code path behind the launch and the API's policy check: the agreement's terms
+    (``run_policy_check``), whether the problem's schema suits the family, and the privacy
+    budget. ``config`` must have passed ``launch_errors``.
+    """
+    agreement = problem.agreements.filter(status="effective").first()
+    min_contributors = config.min_contributors or (agreement.min_contributors if agreement else 2)
+    epsilon = None
+    if config.dp_options is not None:
+        epsilon = privacy.dp_options(config.dp_options)["epsilon"]
+    decision = run_policy_check(
+        problem=problem,
+        config=RunConfig(
+            model_family=config.model_family,
+            min_contributors=min_contributors,
+            secure_aggregation=config.secure_aggregation,
+            dp_epsilon=epsilon,
+            agreement_version=agreement_version,
+            contributors=contributors,
+        ),
+    )
+    reasons = list(decision.reasons)
+    spec = None
+    if decision.contributors:
+        try:
+            spec = learning_spec(
+                problem, [c.dataset for c in decision.contributors], config.model_family
+            )
+        except ApplicationError as exc:
+            reasons.append(exc.message)
+    if spec is not None and not reasons:
+        dp = _dp_spec(config, decision, reasons)
+        if dp is not None:
+            spec = replace(spec, dp=dp)
+        if dp is not None and dp.ceiling is not None:
+            # The ledger: no contributor's dataset may go past the agreement's ceiling.
+            for projection in budget_projections(
+                [c.dataset for c in decision.contributors],
+                dp=dp,
+                batch_size=int(config.batch_size),
+                epochs=int(config.local_epochs),
+                rounds=int(config.rounds),
+                reserve=True,  # what runs under way will still spend is not free
+            ):
+                if not projection.allowed:
+                    reasons.append(budget_reason(projection))
+    return LaunchPlan(
+        decision=replace(decision, reasons=tuple(reasons)),
+        min_contributors=min_contributors,
+        spec=spec if not reasons else None,
+    )
 
 
 def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfig) -> TrainingRun:
@@ -218,22 +357,15 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
     membership = acting_membership(actor, roles=LAUNCH_ROLES)
     with transaction.atomic():
         problem = Problem.objects.select_for_update(of=("self",)).get(pk=problem.pk)
-        agreement = problem.agreements.filter(status="effective").first()
-        min_contributors = config.min_contributors or (
-            agreement.min_contributors if agreement else 2
-        )
-        decision = run_policy_check(
-            problem=problem,
-            config=RunConfig(model_family=config.model_family, min_contributors=min_contributors),
-        )
-        if not decision.allowed:
+        plan = launch_plan(problem=problem, config=config)
+        decision = plan.decision
+        if not plan.allowed or plan.spec is None:
             raise ApplicationError(
-                _("This run may not start: %(reasons)s") % {"reasons": " ".join(decision.reasons)},
-                extra={"reasons": list(decision.reasons)},
+                _("This run may not start: %(reasons)s") % {"reasons": " ".join(plan.reasons)},
+                extra={"reasons": list(plan.reasons)},
             )
-        spec = learning_spec(
-            problem, [c.dataset for c in decision.contributors], config.model_family
-        )
+        spec = plan.spec
+        min_contributors = plan.min_contributors
         family_options = dict(
             config.family_options or DEFAULT_FAMILY_OPTIONS.get(config.model_family, {})
         )
@@ -285,6 +417,8 @@ def run_launch(*, actor: AbstractBaseUser, problem: Problem, config: LaunchConfi
                 "rounds": run.rounds,
                 "seed": run.seed,
                 "contributors": sorted(c.institution.slug for c in decision.contributors),
+                "secure_aggregation": config.secure_aggregation,
+                "differential_privacy": spec.dp.to_json() if spec.dp is not None else None,
                 "initial_model_sha256": initial.sha256,
             },
         )

@@ -8,7 +8,8 @@ happening, so a broker that restarts or a coordinator that is killed loses nothi
 - an open round past its deadline closes with what arrived;
 - a site that has not answered an open round is sent its task again (the same signed task)
   once ``FEDERATION_RESEND_SECONDS`` have passed since it was last sent, twice as long after each
-  resend: the first dispatch may have failed while the broker was away, or the broker lost the
+  resend up to eight times as long (a site that comes back late is not left waiting for
+  minutes): the first dispatch may have failed while the broker was away, or the broker lost the
   task or the answer. A site answers a task it already answered with the same signed answer, and
   an answer counts once;
 - a run that should go on but has no open round (its next step was lost) is advanced;
@@ -19,7 +20,8 @@ A coordinator that (re)starts reconciles at once and sends every unanswered task
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -38,13 +40,15 @@ logger = logging.getLogger(__name__)
 
 # A run between rounds for longer than this lost its next step.
 STALLED_AFTER = timedelta(seconds=2)
+# The wait between resends doubles up to this many times the first one.
+RESEND_BACKOFF_CEILING = 8
 
 
 def _due(site: SiteRound | Evaluation, started: datetime, now: datetime, resend_all: bool) -> bool:
     if resend_all:
         return True
     last = site.resent_at or started
-    wait = settings.FEDERATION_RESEND_SECONDS * (2**site.resends)
+    wait = settings.FEDERATION_RESEND_SECONDS * min(2**site.resends, RESEND_BACKOFF_CEILING)
     return last + timedelta(seconds=wait) <= now
 
 
@@ -87,6 +91,15 @@ def _resend_evaluations(now: datetime, resend_all: bool) -> int:
     return sent
 
 
+@contextmanager
+def _each(what: str, *args: object) -> Iterator[None]:
+    """One run's failure (a missing stored model, say) is logged and never stops the others'."""
+    try:
+        yield
+    except Exception:
+        logger.exception("Reconciling " + what + " failed; the others go on.", *args)
+
+
 def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
     """Bring every unfinished run in line with the database; what was done, by kind."""
     now = timezone.now()
@@ -97,11 +110,12 @@ def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
         .order_by("run_id", "number")
     )
     for round_ in open_rounds:
-        if round_.deadline_at <= now:
-            round_deadline(round_.run_id, round_.number)
-            done["closed"] += 1
-        else:
-            done["resent"] += _resend(round_, now, resend_all)
+        with _each("round %s of run %s", round_.number, round_.run_id):
+            if round_.deadline_at <= now:
+                round_deadline(round_.run_id, round_.number)
+                done["closed"] += 1
+            else:
+                done["resent"] += _resend(round_, now, resend_all)
     busy = {r.run_id for r in open_rounds if r.deadline_at > now}
     stalled = (
         TrainingRun.objects.filter(
@@ -114,8 +128,10 @@ def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
     )
     for run_id, created, last_closed in stalled:
         stalled_since = (last_closed or created) + STALLED_AFTER
-        if stalled_since <= now and run_advance(run_id) is not None:
-            done["advanced"] += 1
+        if stalled_since <= now:
+            with _each("run %s", run_id):
+                if run_advance(run_id) is not None:
+                    done["advanced"] += 1
     done["evaluations_dropped"] = evaluations_drop_overdue(now)
     done["resent"] += _resend_evaluations(now, resend_all)
     if any(done.values()):

@@ -7,6 +7,7 @@ idempotent: a duplicate task finds the round already open or closed and does not
 reconciler (``reconcile``) picks up whatever a stopped coordinator or a lost message left.
 """
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,13 +18,47 @@ from django.utils.translation import gettext as _
 
 from alliance.services.audit import audit_record
 from portal.common.errors import Conflict
-from projects.federation.protocol import sha256_hex
+from projects.federation.protocol import DpSpec, sha256_hex
 from projects.models import Round, SiteRound, TrainingRun
 from projects.permissions import can_cancel
-from projects.services.policy import RunConfig, run_policy_check
+from projects.services.policy import Exclusion, PolicyDecision, RunConfig, run_policy_check
+from projects.services.privacy import budget_projections, budget_reason
 from projects.services.runs.closing import close_round, fail_run
 from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
+from projects.services.runs.notices import run_finished_notify
 from projects.services.runs.store import round_start_bytes
+
+
+def _within_budget(run: TrainingRun, decision: PolicyDecision) -> PolicyDecision:
+    """The contributors whose dataset can afford one more round; the others left out, named.
+
+    The launch checked the whole run against the ledger; other runs may have spent since.
+    Too few left and the decision refuses, with each left-out dataset's figures.
+    """
+    raw = (run.spec or {}).get("dp")
+    if not raw:
+        return decision
+    dp = DpSpec.from_json(raw)
+    if dp.ceiling is None:
+        return decision
+    kept, excluded, reasons = [], list(decision.excluded), []
+    for contributor in decision.contributors:
+        projection = budget_projections(
+            [contributor.dataset],
+            dp=dp,
+            batch_size=run.batch_size,
+            epochs=run.local_epochs,
+            rounds=1,
+        )[0]
+        if projection.allowed:
+            kept.append(contributor)
+        else:
+            reason = budget_reason(projection)
+            excluded.append(Exclusion(contributor.institution, reason))
+            reasons.append(reason)
+    if len(kept) < max(run.min_contributors, 2):
+        return replace(decision, reasons=tuple(reasons) or decision.reasons)
+    return replace(decision, contributors=tuple(kept), excluded=tuple(excluded))
 
 
 def run_advance(run_id: int) -> Round | None:
@@ -58,8 +93,13 @@ def run_advance(run_id: int) -> Round | None:
                 model_family=run.model_family,
                 min_contributors=run.min_contributors,
                 agreement_version=run.agreement.number,
+                dp_epsilon=(run.spec.get("dp") or {}).get("epsilon"),
             ),
         )
+        if not decision.allowed:
+            fail_run(run, list(decision.reasons), action="run.refused")
+            return None
+        decision = _within_budget(run, decision)
         if not decision.allowed:
             fail_run(run, list(decision.reasons), action="run.refused")
             return None
@@ -192,4 +232,5 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
                 "forged_answers": {r.number: r.forged for r in open_rounds if r.forged},
             },
         )
+        run_finished_notify(run)
     return run

@@ -136,6 +136,11 @@ class Command(BaseCommand):
                     "solo",
                     "--hostname",
                     "demo@%h",
+                    # Celery beat inside the coordinator's worker: the periodic tasks of
+                    # CELERY_BEAT_SCHEDULE (the approvers' reminders).
+                    "--beat",
+                    "--schedule",
+                    str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
                 ],
                 env,
             )

@@ -35,7 +35,7 @@ def _sqlite(statements):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('alliance', '0004_audit_checkpoint_trigger'),
+        ('alliance', '0005_notifications_and_webhooks'),
     ]
 
     operations = [
