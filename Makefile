@@ -55,12 +55,13 @@ seed: migrate ## Seed the demo alliance (idempotent)
 verify-audit: $(VENV)/.runtime ## Recompute the audit chain
 	$(BIN)/python manage.py verify_audit
 
-bench: $(VENV)/.runtime ## Time rounds (plain and secure), the dashboards, pages and API lists under load, the cost of DP and secure aggregation
+bench: $(VENV)/.runtime ## Time rounds (plain and secure), the dashboards, pages and API lists under load, the cost of DP and secure aggregation, audit verification
 	$(BIN)/python bench/federation.py
 	$(BIN)/python bench/dashboards.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/privacy.py
 	$(BIN)/python bench/secagg.py
+	$(BIN)/python bench/audit.py
 
 clean: ## Remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var

@@ -24,7 +24,13 @@ from django.utils.translation import gettext_lazy
 
 from alliance import services
 from alliance.forms import ReasonForm
-from alliance.models import AuditEvent, Institution, Membership, MembershipApplication
+from alliance.models import (
+    AuditEvent,
+    Institution,
+    Membership,
+    MembershipApplication,
+    SignedCheckpoint,
+)
 from portal.common.errors import ApplicationError, error_text
 
 User = get_user_model()
@@ -304,6 +310,30 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("hash"))
     def short_hash(self, obj: AuditEvent) -> str:
         return obj.hash[:12]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SignedCheckpoint)
+class SignedCheckpointAdmin(admin.ModelAdmin):
+    """The audit log's signed checkpoints. Read-only: a signed head is never edited or removed."""
+
+    list_display = ["size", "short_root", "created_at"]
+    fields = ["size", "root", "created_at", "note"]
+    readonly_fields = fields
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    @admin.display(description=gettext_lazy("root hash"))
+    def short_root(self, obj: SignedCheckpoint) -> str:
+        return obj.root[:16]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -412,6 +412,12 @@ LOGGING = {
 # checkpoints.
 PORTAL_SIGNING_KEY = env.str("PORTAL_SIGNING_KEY", default="")
 AUDIT_LOG_KEY = env.str("AUDIT_LOG_KEY", default="")
+# The audit log's signed checkpoints: the log's name in each checkpoint (and the signing key's
+# name), and the file every checkpoint is appended to, one JSON object a line.
+AUDIT_LOG_ORIGIN = env.str("AUDIT_LOG_ORIGIN", default="alliance-portal/audit-log")
+AUDIT_CHECKPOINT_LOG = Path(
+    env.str("AUDIT_CHECKPOINT_LOG", default=str(VAR_DIR / "audit-checkpoints.log"))
+)
 
 # --- A member site's worker (projects.site) -------------------------------------------------
 # The portal's public key (base64), the only key whose tasks a site worker obeys.

@@ -13,6 +13,7 @@ from alliance.models import (
     Notification,
     Role,
     Sector,
+    SignedCheckpoint,
     Webhook,
     WebhookDelivery,
 )
@@ -186,6 +187,65 @@ class ChainVerificationSerializer(serializers.Serializer):
     count = serializers.IntegerField()
     first_broken_seq = serializers.IntegerField(allow_null=True)
     reason = serializers.CharField()
+
+
+_MAX_BIGINT = 2**63 - 1
+
+
+class SignedCheckpointSerializer(serializers.ModelSerializer):
+    root = serializers.CharField(read_only=True, help_text=_("The Merkle root, hex."))
+    note = serializers.CharField(
+        read_only=True,
+        help_text=_("The C2SP signed checkpoint, byte for byte: keep it, verify it offline."),
+    )
+
+    class Meta:
+        model = SignedCheckpoint
+        fields = ["size", "root", "note", "created_at"]
+
+
+class AuditLogKeySerializer(serializers.Serializer):
+    origin = serializers.CharField(help_text=_("The log's name, first line of each checkpoint."))
+    verifier_key = serializers.CharField(
+        help_text=_("The signed-note verifier key: name+key id+base64(0x01, Ed25519 public key).")
+    )
+
+
+class InclusionProofQuerySerializer(serializers.Serializer):
+    size = serializers.IntegerField(
+        min_value=1,
+        max_value=_MAX_BIGINT,
+        required=False,
+        help_text=_("The signed checkpoint's size; the newest checkpoint when omitted."),
+    )
+
+
+class InclusionProofSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    leaf_index = serializers.IntegerField(help_text=_("seq - 1: leaves count from 0."))
+    tree_size = serializers.IntegerField()
+    entry = serializers.CharField(
+        help_text=_("The event's canonical JSON; its UTF-8 bytes are the Merkle leaf.")
+    )
+    leaf_hash = serializers.CharField(help_text=_("SHA-256(0x00 ‖ entry), hex."))
+    proof = serializers.ListField(child=serializers.CharField(), help_text=_("Hashes, hex."))
+    checkpoint = SignedCheckpointSerializer()
+
+
+class ConsistencyProofQuerySerializer(serializers.Serializer):
+    first = serializers.IntegerField(min_value=1, max_value=_MAX_BIGINT)
+    second = serializers.IntegerField(
+        min_value=1,
+        max_value=_MAX_BIGINT,
+        required=False,
+        help_text=_("A signed checkpoint's size; the newest checkpoint when omitted."),
+    )
+
+
+class ConsistencyProofSerializer(serializers.Serializer):
+    first = serializers.IntegerField()
+    second = serializers.IntegerField()
+    proof = serializers.ListField(child=serializers.CharField(), help_text=_("Hashes, hex."))
 
 
 # --- Notifications and webhooks ------------------------------------------------------------

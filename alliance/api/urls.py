@@ -10,6 +10,7 @@ router.register("institutions", views.InstitutionViewSet, basename="institution"
 router.register("applications", views.ApplicationViewSet, basename="application")
 router.register("members", views.MemberViewSet, basename="member")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
+router.register("audit-checkpoints", views.AuditCheckpointViewSet, basename="audit-checkpoint")
 router.register("notifications", views.NotificationViewSet, basename="notification")
 router.register("webhooks", views.WebhookViewSet, basename="webhook")
 

@@ -12,14 +12,20 @@ from rest_framework.response import Response
 
 from alliance import selectors, services
 from alliance.api import serializers as s
-from alliance.models import Institution, MembershipApplication, Notification, Webhook
+from alliance.models import (
+    Institution,
+    MembershipApplication,
+    Notification,
+    SignedCheckpoint,
+    Webhook,
+)
 from alliance.permissions import (
     access_institution,
     access_member,
     require_people_manager,
     require_staff,
 )
-from alliance.services import notices, webhooks
+from alliance.services import audit_log, notices, webhooks
 from portal.common.pagination import AuditCursorPagination
 
 
@@ -236,6 +242,36 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(
+        parameters=[s.InclusionProofQuerySerializer],
+        responses={200: s.InclusionProofSerializer, 404: None},
+    )
+    @action(detail=True, methods=["get"], url_path="inclusion-proof", pagination_class=None)
+    def inclusion_proof(self, request: Request, seq: str) -> Response:
+        """Proof that this event is in a signed checkpoint's tree (RFC 6962 audit path).
+
+        Verify it offline with `scripts/verify_inclusion.py`. Only events you may read.
+        """
+        event = self.get_object()
+        query = s.InclusionProofQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        proof = audit_log.audit_inclusion_proof(
+            seq=event.seq, size=query.validated_data.get("size")
+        )
+        return Response(
+            s.InclusionProofSerializer(
+                {
+                    "seq": proof.seq,
+                    "leaf_index": proof.leaf_index,
+                    "tree_size": proof.tree_size,
+                    "entry": proof.entry.decode(),
+                    "leaf_hash": proof.leaf_hash.hex(),
+                    "proof": [h.hex() for h in proof.proof],
+                    "checkpoint": proof.checkpoint,
+                }
+            ).data
+        )
+
     @extend_schema(responses=s.ChainVerificationSerializer)
     @action(detail=False, methods=["get"])
     def verify(self, request: Request) -> Response:
@@ -249,6 +285,59 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
                     "count": result.count,
                     "first_broken_seq": result.first_broken_seq,
                     "reason": result.reason,
+                }
+            ).data
+        )
+
+
+class AuditCheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit log's signed checkpoints, newest first: every member may poll and keep them."""
+
+    serializer_class = s.SignedCheckpointSerializer
+    lookup_field = "size"
+    lookup_value_regex = r"\d{1,18}"
+    queryset = SignedCheckpoint.objects.order_by("-size")
+
+    @extend_schema(responses={200: s.SignedCheckpointSerializer, 404: None})
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def latest(self, request: Request) -> Response:
+        """The newest signed checkpoint (404 before the first event)."""
+        checkpoint = audit_log.audit_checkpoint_latest()
+        if checkpoint is None:
+            raise Http404(_("No checkpoint has been signed yet."))
+        return Response(s.SignedCheckpointSerializer(checkpoint).data)
+
+    @extend_schema(responses=s.AuditLogKeySerializer)
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def key(self, request: Request) -> Response:
+        """The log's name and signed-note verifier key, to check checkpoints offline."""
+        return Response(
+            s.AuditLogKeySerializer(
+                {
+                    "origin": audit_log.audit_log_origin(),
+                    "verifier_key": audit_log.audit_log_public_key(),
+                }
+            ).data
+        )
+
+    @extend_schema(
+        parameters=[s.ConsistencyProofQuerySerializer],
+        responses={200: s.ConsistencyProofSerializer, 404: None},
+    )
+    @action(detail=False, methods=["get"], url_path="consistency-proof", pagination_class=None)
+    def consistency_proof(self, request: Request) -> Response:
+        """Proof that the tree of `first` events is a prefix of the signed tree of `second`."""
+        query = s.ConsistencyProofQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        proof, second = audit_log.audit_consistency_proof(
+            first=query.validated_data["first"], second=query.validated_data.get("second")
+        )
+        return Response(
+            s.ConsistencyProofSerializer(
+                {
+                    "first": query.validated_data["first"],
+                    "second": second,
+                    "proof": [h.hex() for h in proof],
                 }
             ).data
         )

@@ -1,5 +1,11 @@
 from alliance.models.application import MembershipApplication
-from alliance.models.audit import AuditCheckpoint, AuditEvent
+from alliance.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditLogHead,
+    AuditTreeNode,
+    SignedCheckpoint,
+)
 from alliance.models.institution import Institution, Sector
 from alliance.models.membership import Membership, Role
 from alliance.models.notice import (
@@ -13,6 +19,8 @@ from alliance.models.notice import (
 __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
+    "AuditLogHead",
+    "AuditTreeNode",
     "Event",
     "Institution",
     "Membership",
@@ -21,6 +29,7 @@ __all__ = [
     "NotificationPreference",
     "Role",
     "Sector",
+    "SignedCheckpoint",
     "Webhook",
     "WebhookDelivery",
 ]

@@ -1,6 +1,7 @@
 import hashlib
 import json
 from datetime import UTC
+from json.encoder import encode_basestring
 from typing import Any
 
 from django.conf import settings
@@ -8,6 +9,49 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 GENESIS_HASH = "0" * 64
+CREATED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+# One encoder for every event, built once: sorted keys, compact separators, UTF-8 text.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# A str's JSON form: the routine the encoder itself calls for one (C, when available).
+_str = encode_basestring
+
+
+def canonical_event_bytes(
+    seq: int,
+    created_at: str,
+    actor_id: int | None,
+    actor_username: str,
+    actor_institution_id: int | None,
+    subject_institution_id: int | None,
+    action: str,
+    target_type: str,
+    target_id: str,
+    target_label: str,
+    payload: Any,
+    prev_hash: str,
+) -> bytes:
+    """The exact bytes an event's hash covers, from plain values (``created_at`` as UTC text).
+
+    The only encoder of an event: the model's ``canonical_bytes`` and the streaming verifier
+    (rows as tuples, no model instance) both call it, so they cannot drift apart.
+    """
+    # The sorted keys, written out: as json.dumps(document, sort_keys=True, separators=(",",
+    # ":"), ensure_ascii=False) would, byte for byte (a known-answer test pins it), without
+    # building and sorting a dict per event.
+    # Integers inline ({x} formats an int as json does; the columns hold ints or NULL, never
+    # bools or floats): no function call per field, this runs 100,000 times a second.
+    actor = "null" if actor_id is None else actor_id
+    actor_inst = "null" if actor_institution_id is None else actor_institution_id
+    subject = "null" if subject_institution_id is None else subject_institution_id
+    return (
+        f'{{"action":{_str(action)},"actor_id":{actor},"actor_institution_id":{actor_inst},'
+        f'"actor_username":{_str(actor_username)},"created_at":{_str(created_at)},'
+        f'"payload":{_ENCODE(payload)},"prev_hash":{_str(prev_hash)},"seq":{seq:d},'
+        f'"subject_institution_id":{subject},'
+        f'"target_id":{_str(target_id)},"target_label":{_str(target_label)},'
+        f'"target_type":{_str(target_type)}}}'
+    ).encode()
 
 
 class AuditTrailIsAppendOnly(Exception):
@@ -106,23 +150,20 @@ class AuditEvent(models.Model):
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes the hash covers: sorted-key, compact, UTF-8 JSON."""
-        document = {
-            "seq": self.seq,
-            "created_at": self.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "actor_id": self.actor_id,
-            "actor_username": self.actor_username,
-            "actor_institution_id": self.actor_institution_id,
-            "subject_institution_id": self.subject_institution_id,
-            "action": self.action,
-            "target_type": self.target_type,
-            "target_id": self.target_id,
-            "target_label": self.target_label,
-            "payload": self.payload,
-            "prev_hash": self.prev_hash,
-        }
-        return json.dumps(
-            document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        return canonical_event_bytes(
+            self.seq,
+            self.created_at.astimezone(UTC).strftime(CREATED_AT_FORMAT),
+            self.actor_id,
+            self.actor_username,
+            self.actor_institution_id,
+            self.subject_institution_id,
+            self.action,
+            self.target_type,
+            self.target_id,
+            self.target_label,
+            self.payload,
+            self.prev_hash,
+        )
 
     def compute_hash(self) -> str:
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
@@ -138,9 +179,20 @@ class AuditCheckpoint(models.Model):
     check starts again from the genesis and names the altered or missing event.
     """
 
+    class Problem(models.TextChoices):
+        REMOVED = "removed", _("events removed after a signed checkpoint")
+        REWRITTEN = "rewritten", _("events differ from a signed checkpoint")
+
     seq = models.PositiveBigIntegerField(_("verified up to event"))
     hash = models.CharField(_("hash of that event"), max_length=64)
     verified_at = models.DateTimeField(_("verified at"))
+    # The chain can be intact while the events no longer match the signed Merkle root (a tail
+    # cut, a rewrite with recomputed hashes): remembered here until a full verification passes.
+    problem = models.CharField(_("problem"), max_length=16, choices=Problem.choices, blank=True)
+    problem_seq = models.PositiveBigIntegerField(_("first event concerned"), null=True, blank=True)
+    problem_upto = models.PositiveBigIntegerField(
+        _("signed checkpoint size"), null=True, blank=True
+    )
 
     class Meta:
         verbose_name = _("audit checkpoint")
@@ -148,3 +200,69 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.hash[:12]}"
+
+
+class AuditLogHead(models.Model):
+    """How far the audit log's Merkle tree has been built: events 1..``size``, as a compact range.
+
+    At most one row (pk 1), locked by whoever extends the tree and signs a checkpoint, so two
+    signers never interleave. ``frontier`` holds the roots of the tree's perfect subtrees (hex,
+    largest first), enough to append and to compute the root without reading old events;
+    ``last_hash`` is the chain hash of event ``size``, so the next event must continue it.
+    """
+
+    size = models.PositiveBigIntegerField(_("events in the tree"), default=0)
+    frontier = models.JSONField(_("perfect subtree roots"), default=list)
+    last_hash = models.CharField(_("hash of the last event"), max_length=64, default=GENESIS_HASH)
+
+    class Meta:
+        verbose_name = _("audit log head")
+        verbose_name_plural = _("audit log heads")
+
+    def __str__(self) -> str:
+        return f"{self.size}"
+
+
+class AuditTreeNode(models.Model):
+    """A perfect subtree of the audit log's Merkle tree, stored when completed (256 leaves and up).
+
+    Subtree ``index`` at ``level`` covers events ``index * 2**level + 1`` to
+    ``(index + 1) * 2**level``. Proofs read these instead of re-hashing the whole log; smaller
+    subtrees are hashed from their events on demand.
+    """
+
+    level = models.PositiveSmallIntegerField(_("level"))
+    index = models.PositiveBigIntegerField(_("index"))
+    hash = models.BinaryField(_("hash"), max_length=32)
+
+    class Meta:
+        verbose_name = _("audit tree node")
+        verbose_name_plural = _("audit tree nodes")
+        constraints = [
+            models.UniqueConstraint(fields=["level", "index"], name="audit_tree_node_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.level}/{self.index}"
+
+
+class SignedCheckpoint(models.Model):
+    """A signed head of the audit log: the C2SP checkpoint note over its first ``size`` events.
+
+    Issued as events accrue, appended to the checkpoint file log and served to every member, who
+    can keep it and later ask for a consistency proof: a log that lost or rewrote any of those
+    events cannot produce one.
+    """
+
+    size = models.PositiveBigIntegerField(_("events"), unique=True)
+    root = models.CharField(_("root hash"), max_length=64)
+    note = models.TextField(_("signed note"))
+    created_at = models.DateTimeField(_("signed at"))
+
+    class Meta:
+        ordering = ["-size"]
+        verbose_name = _("signed checkpoint")
+        verbose_name_plural = _("signed checkpoints")
+
+    def __str__(self) -> str:
+        return f"{self.size} {self.root[:12]}"

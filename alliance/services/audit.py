@@ -1,8 +1,10 @@
 """The audit trail: append one event in the caller's transaction, and verify the whole chain."""
 
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -11,8 +13,15 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from alliance.models import AuditCheckpoint, AuditEvent, Institution
-from alliance.models.audit import GENESIS_HASH
+from alliance import tlog
+from alliance.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditTreeNode,
+    Institution,
+    SignedCheckpoint,
+)
+from alliance.models.audit import CREATED_AT_FORMAT, GENESIS_HASH, canonical_event_bytes
 
 # Any constant works; it names "the audit chain" among PostgreSQL advisory locks.
 _AUDIT_LOCK_KEY = 0x41554449  # "AUDI"
@@ -75,7 +84,17 @@ def audit_record(
     )
     event.hash = event.compute_hash()
     event.save()
+    _sign_after_commit()
     return event
+
+
+def _sign_after_commit() -> None:
+    """Once per transaction: sign a checkpoint over the new events after it commits."""
+    # Imported here: the signer builds on this module.
+    from alliance.services.audit_log import audit_checkpoint_after_append
+
+    if not any(item[1] is audit_checkpoint_after_append for item in connection.run_on_commit):
+        transaction.on_commit(audit_checkpoint_after_append, robust=True)
 
 
 @dataclass(frozen=True)
@@ -93,45 +112,256 @@ class ChainVerification:
     last_hash: str = GENESIS_HASH
 
 
-def verify_events(
-    events: Iterable[AuditEvent], *, after_seq: int = 0, prev_hash: str = GENESIS_HASH
-) -> ChainVerification:
-    """Recompute the chain over ``events`` in sequence order.
+# An event as a plain tuple, in the order of canonical_event_bytes' arguments, then its hash.
+AuditRow = tuple[
+    int, str, int | None, str, int | None, int | None, str, str, str, str, Any, str, str
+]
 
-    From the genesis by default; given ``after_seq`` and ``prev_hash`` (a checkpoint: event
-    ``after_seq`` is known to hold and has that hash) it checks only the events after it, with
-    exactly the same rules, so the full check and the incremental badge cannot disagree.
+_ROWS_SQL = (
+    "SELECT seq, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+    "actor_id, actor_username, actor_institution_id, subject_institution_id, action, "
+    "target_type, target_id, target_label, payload::text, prev_hash, hash "
+    'FROM "alliance_auditevent"'
+)
+_ROW_FIELDS = (
+    "seq",
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "actor_institution_id",
+    "subject_institution_id",
+    "action",
+    "target_type",
+    "target_id",
+    "target_label",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+_CHUNK = 5000
+
+
+def _row_chunks(
+    after_seq: int = 0, upto_seq: int | None = None
+) -> tuple[Iterator[list[tuple]], bool]:
+    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, in chunks of tuples.
+
+    PostgreSQL: one server-side cursor, the time formatted by the database, the payload as its
+    JSON text (the second value is True then), no model instance per event. From the genesis
+    every row is read: "seq > 0" would skip a forged event numbered 0 unseen.
     """
+    if connection.vendor != "postgresql":
+        events = AuditEvent.objects.order_by("seq")
+        if after_seq > 0:
+            events = events.filter(seq__gt=after_seq)
+        if upto_seq is not None:
+            events = events.filter(seq__lte=upto_seq)
+
+        def portable() -> Iterator[list[tuple]]:
+            chunk = []
+            for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=_CHUNK):
+                created = row[1].astimezone(UTC).strftime(CREATED_AT_FORMAT)
+                chunk.append((row[0], created, *row[2:]))
+                if len(chunk) == _CHUNK:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+        return portable(), False
+    where, params = [], []
+    if after_seq > 0:
+        where.append('"seq" > %s')
+        params.append(after_seq)
+    if upto_seq is not None:
+        where.append('"seq" <= %s')
+        params.append(upto_seq)
+    sql = _ROWS_SQL + (" WHERE " + " AND ".join(where) if where else "") + ' ORDER BY "seq"'
+
+    def server_side() -> Iterator[list[tuple]]:
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(_CHUNK):
+                yield rows
+
+    return server_side(), True
+
+
+def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[AuditRow]:
+    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, as plain tuples."""
+    chunks, payload_text = _row_chunks(after_seq, upto_seq)
+    loads = json.loads
+    for rows in chunks:
+        for r in rows:
+            if payload_text:
+                yield (*r[:10], loads(r[10]), r[11], r[12])
+            else:
+                yield r
+
+
+def _row_of(event: AuditEvent) -> AuditRow:
+    return (
+        event.seq,
+        event.created_at.astimezone(UTC).strftime(CREATED_AT_FORMAT),
+        event.actor_id,
+        event.actor_username,
+        event.actor_institution_id,
+        event.subject_institution_id,
+        event.action,
+        event.target_type,
+        event.target_id,
+        event.target_label,
+        event.payload,
+        event.prev_hash,
+        event.hash,
+    )
+
+
+@dataclass
+class _Stream:
+    """What a verification pass yields besides its verdict: the tree's root at one size."""
+
+    root_at: int = 0
+    root: bytes | None = None
+
+
+def _verify_chunks(
+    chunks: Iterable[Iterable[tuple]],
+    *,
+    payload_text: bool = False,
+    after_seq: int = 0,
+    prev_hash: str = GENESIS_HASH,
+    tree: tlog.CompactTree | None = None,
+    stream: _Stream | None = None,
+) -> ChainVerification:
+    """The chain check's loop, kept flat: it runs once per event, 100,000 times a second."""
+    size, result = _check_chunks(
+        chunks, payload_text, after_seq, prev_hash, tree, stream, tree.size if tree else 0
+    )
+    if tree is not None:
+        tree.size = size
+    return result
+
+
+def _check_chunks(
+    chunks: Iterable[Iterable[tuple]],
+    payload_text: bool,
+    after_seq: int,
+    prev_hash: str,
+    tree: tlog.CompactTree | None,
+    stream: _Stream | None,
+    tree_size: int,
+) -> tuple[int, ChainVerification]:
+    """The loop of ``_verify_chunks``; also returns the tree's new size."""
     expected_prev = prev_hash
     expected_seq = after_seq + 1
     count = after_seq
-    for event in events:
-        if event.seq != expected_seq:
-            if event.seq > expected_seq:
-                reason = _("event %(seq)d is missing") % {"seq": expected_seq}
-            else:
-                reason = _("event %(seq)d is out of order") % {"seq": event.seq}
-            return ChainVerification(False, count, expected_seq, reason, expected_prev)
-        if event.prev_hash != expected_prev:
-            return ChainVerification(
-                False,
-                count,
-                event.seq,
-                _("event %(seq)d does not follow its predecessor") % {"seq": event.seq},
-                expected_prev,
-            )
-        if event.compute_hash() != event.hash:
-            return ChainVerification(
-                False,
-                count,
-                event.seq,
-                _("event %(seq)d was altered after it was written") % {"seq": event.seq},
-                expected_prev,
-            )
-        expected_prev = event.hash
-        expected_seq += 1
-        count += 1
-    return ChainVerification(True, count, last_hash=expected_prev)
+    sha256 = hashlib.sha256
+    encode = canonical_event_bytes
+    loads = json.loads
+    root_at = stream.root_at if stream is not None else 0
+    # The tree's append, inlined (tlog.CompactTree.append does the same): a method call per
+    # event is a tenth of the loop's time.
+    if tree is not None:
+        frontier = tree.frontier
+        pop, push = frontier.pop, frontier.append
+        on_node = tree.on_node
+        report_leaf = on_node is not None and tree.min_level == 0
+        min_level = tree.min_level
+    for rows in chunks:
+        for seq, at, actor, name, actor_inst, subject, action, ttype, tid, label, payload, prev, h in rows:  # fmt: skip  # noqa: E501
+            if seq != expected_seq:
+                if seq > expected_seq:
+                    reason = _("event %(seq)d is missing") % {"seq": expected_seq}
+                else:
+                    reason = _("event %(seq)d is out of order") % {"seq": seq}
+                return tree_size, ChainVerification(
+                    False, count, expected_seq, reason, expected_prev
+                )
+            if prev != expected_prev:
+                return tree_size, ChainVerification(
+                    False,
+                    count,
+                    seq,
+                    _("event %(seq)d does not follow its predecessor") % {"seq": seq},
+                    expected_prev,
+                )
+            data = encode(
+                seq, at, actor, name, actor_inst, subject, action, ttype, tid, label,
+                loads(payload) if payload_text else payload, prev,
+            )  # fmt: skip
+            if sha256(data).hexdigest() != h:
+                return tree_size, ChainVerification(
+                    False,
+                    count,
+                    seq,
+                    _("event %(seq)d was altered after it was written") % {"seq": seq},
+                    expected_prev,
+                )
+            if tree is not None:
+                node = sha256(b"\x00" + data).digest()
+                size = tree_size
+                if report_leaf:
+                    on_node(0, size, node)
+                level = 0
+                while size & 1:
+                    node = sha256(b"\x01" + pop() + node).digest()
+                    size >>= 1
+                    level += 1
+                    if on_node is not None and level >= min_level:
+                        on_node(level, size, node)
+                push(node)
+                tree_size += 1
+                if seq == root_at:
+                    stream.root = tree.root()
+            expected_prev = h
+            expected_seq += 1
+            count += 1
+    return tree_size, ChainVerification(True, count, last_hash=expected_prev)
+
+
+def verify_rows(
+    rows: Iterable[AuditRow],
+    *,
+    after_seq: int = 0,
+    prev_hash: str = GENESIS_HASH,
+    tree: tlog.CompactTree | None = None,
+) -> ChainVerification:
+    """Recompute the chain over ``rows`` in sequence order (and append each leaf to ``tree``).
+
+    From the genesis by default; given ``after_seq`` and ``prev_hash`` (a checkpoint: event
+    ``after_seq`` is known to hold and has that hash) it checks only the events after it, with
+    exactly the same rules, so the full check and the incremental badge cannot disagree. The
+    leaf of the audit log's Merkle tree is the same canonical bytes the chain hashes.
+    """
+    return _verify_chunks([rows], after_seq=after_seq, prev_hash=prev_hash, tree=tree)
+
+
+def verify_stored(
+    *,
+    after_seq: int = 0,
+    upto_seq: int | None = None,
+    prev_hash: str = GENESIS_HASH,
+    tree: tlog.CompactTree | None = None,
+    stream: _Stream | None = None,
+) -> ChainVerification:
+    """``verify_rows`` over the events in the database, streamed as fast as they come."""
+    chunks, payload_text = _row_chunks(after_seq, upto_seq)
+    return _verify_chunks(
+        chunks,
+        payload_text=payload_text,
+        after_seq=after_seq,
+        prev_hash=prev_hash,
+        tree=tree,
+        stream=stream,
+    )
+
+
+def verify_events(
+    events: Iterable[AuditEvent], *, after_seq: int = 0, prev_hash: str = GENESIS_HASH
+) -> ChainVerification:
+    """``verify_rows`` over model instances."""
+    return verify_rows((_row_of(e) for e in events), after_seq=after_seq, prev_hash=prev_hash)
 
 
 def _lock_checkpoint() -> None:
@@ -149,35 +379,115 @@ def _lock_checkpoint() -> None:
             cursor.execute("LOCK TABLE alliance_auditcheckpoint IN SHARE ROW EXCLUSIVE MODE")
 
 
-def _events_after(seq: int) -> Iterable[AuditEvent]:
-    events = AuditEvent.objects.order_by("seq")
-    if seq > 0:
-        events = events.filter(seq__gt=seq)
-    # From the genesis, every row: "seq > 0" would skip a forged event numbered 0 unseen.
-    return events.iterator(chunk_size=2000)
+def _tree_problem(kind: str, seq: int, upto: int) -> str:
+    if kind == AuditCheckpoint.Problem.REMOVED:
+        return _(
+            "events %(first)d to %(upto)d were removed; a signed checkpoint covers %(upto)d events"
+        ) % {"first": seq, "upto": upto}
+    return _(
+        "the events do not match the signed checkpoint of %(upto)d events: an event from "
+        "%(first)d on was rewritten"
+    ) % {"first": seq, "upto": upto}
 
 
-def _save_checkpoint(result: ChainVerification) -> None:
-    """Remember the verified prefix of the chain (events 1..count), or forget it when empty."""
+def _verify_with_tree() -> tuple[ChainVerification, str, int]:
+    """The chain from the genesis, and the events against the newest signed checkpoint.
+
+    A rewrite with every later hash recomputed keeps the chain intact, and so does cutting the
+    tail; neither keeps the Merkle root the log signed. Returns the chain's result, and when
+    only the tree check fails, the problem's kind and the number of the signed checkpoint's
+    size. The first altered block of 256 events is named from the stored subtree hashes.
+    """
+    signed = SignedCheckpoint.objects.order_by("-size").values_list("size", "root").first()
+    blocks = dict(
+        AuditTreeNode.objects.filter(level=_BLOCK_LEVEL).values_list("index", "hash")
+    )  # fmt: skip
+    first_bad_block: list[int] = []
+
+    def on_node(level: int, index: int, digest: bytes) -> None:
+        if level == _BLOCK_LEVEL and not first_bad_block:
+            stored = blocks.get(index)
+            if stored is not None and bytes(stored) != digest:
+                first_bad_block.append(index)
+
+    tree = tlog.CompactTree(on_node=on_node, min_level=_BLOCK_LEVEL)
+
+    if signed is None:  # nothing signed yet: the chain is all there is to check
+        return verify_stored(), "", 0
+    stream = _Stream(root_at=signed[0])
+    result = verify_stored(tree=tree, stream=stream)
+    if not result.ok:
+        return result, "", 0
+    size, root = signed
+    if result.count < size:
+        return result, AuditCheckpoint.Problem.REMOVED, size
+    if stream.root is None or stream.root.hex() != root:
+        # The intact prefix ends before the first block whose stored hash differs (if known).
+        before = first_bad_block[0] << _BLOCK_LEVEL if first_bad_block else 0
+        last_hash = (
+            AuditEvent.objects.filter(seq=before).values_list("hash", flat=True).first()
+            or GENESIS_HASH
+        )
+        intact = ChainVerification(False, before, before + 1, "", last_hash)
+        return intact, AuditCheckpoint.Problem.REWRITTEN, size
+    return result, "", 0
+
+
+_BLOCK_LEVEL = 8  # subtrees of 256 events are stored (alliance.services.audit_log)
+_BLOCK_MASK = (1 << _BLOCK_LEVEL) - 1
+
+
+def _save_checkpoint(result: ChainVerification, problem: str = "", problem_upto: int = 0) -> None:
+    """Remember the verified prefix of the chain (events 1..count), or forget it when empty.
+
+    A signed-tree problem is remembered with it, so the badge keeps reporting it cheaply until
+    a full verification finds the log whole again.
+    """
     # Replace rather than update: the same two queries whether a checkpoint existed or not.
     AuditCheckpoint.objects.all().delete()
-    if result.count > 0:
+    if result.count > 0 or problem:
         AuditCheckpoint.objects.create(
-            pk=1, seq=result.count, hash=result.last_hash, verified_at=timezone.now()
+            pk=1,
+            seq=result.count,
+            hash=result.last_hash,
+            verified_at=timezone.now(),
+            problem=problem,
+            problem_seq=result.first_broken_seq if problem else None,
+            problem_upto=problem_upto if problem else None,
         )
 
 
-def audit_verify() -> ChainVerification:
-    """Recompute the whole chain from the database, ignoring any checkpoint, and reset it.
+def _full_check() -> ChainVerification:
+    result, problem, upto = _verify_with_tree()
+    if problem:
+        seq = result.count + 1
+        result = ChainVerification(
+            False, result.count, seq, _tree_problem(problem, seq, upto), result.last_hash
+        )
+    _save_checkpoint(result, problem, upto)
+    return result
 
-    This is ``manage.py verify_audit``: it trusts nothing stored. Afterwards the checkpoint
-    covers exactly the events it found intact, so the badge agrees with it from then on.
+
+def audit_verify() -> ChainVerification:
+    """Recompute the whole chain and Merkle tree from the database, and reset the checkpoint.
+
+    This is ``manage.py verify_audit``: it trusts no stored hash, only the newest signed
+    checkpoint's root, which also left the database. Afterwards the badge's checkpoint covers
+    exactly the events found intact, so the badge agrees with it from then on.
     """
     with transaction.atomic():
         _lock_checkpoint()
-        result = verify_events(_events_after(0))
-        _save_checkpoint(result)
-        return result
+        return _full_check()
+
+
+def _remembered_problem(checkpoint: AuditCheckpoint) -> ChainVerification:
+    return ChainVerification(
+        False,
+        checkpoint.seq,
+        checkpoint.problem_seq,
+        _tree_problem(checkpoint.problem, checkpoint.problem_seq, checkpoint.problem_upto),
+        checkpoint.hash,
+    )
 
 
 def audit_chain_status() -> ChainVerification:
@@ -187,13 +497,16 @@ def audit_chain_status() -> ChainVerification:
     written since the last check are re-hashed (none, usually: two small queries), and the
     checkpoint then advances over them. The checkpoint is trustworthy because a database
     trigger deletes it whenever any audit event is updated or deleted, so after tampering the
-    next call verifies from the genesis and names the first altered or missing event. After a
-    failure the checkpoint is moved to the intact prefix before the broken event, so later
-    calls keep reporting it without re-hashing everything. The checkpoint table itself is
-    trusted; ``manage.py verify_audit`` trusts nothing and recomputes every hash.
+    next call verifies from the genesis, chain and signed Merkle root, and names the first
+    altered or missing event. After a failure the checkpoint is moved to the intact prefix
+    before the broken event (or remembers the signed-tree problem), so later calls keep
+    reporting it without re-hashing everything. The checkpoint table itself is trusted;
+    ``manage.py verify_audit`` trusts nothing and recomputes every hash.
     """
     checkpoint = AuditCheckpoint.objects.filter(pk=1).first()
     if checkpoint is not None:
+        if checkpoint.problem:
+            return _remembered_problem(checkpoint)
         # The newest seq, read backwards along the unique index: one probe, whatever the
         # planner's statistics say (a "seq > N" test may be planned as a full scan).
         newest = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
@@ -204,11 +517,10 @@ def audit_chain_status() -> ChainVerification:
         # Read again under the lock: a change committed meanwhile has cleared it.
         checkpoint = AuditCheckpoint.objects.filter(pk=1).first()
         if checkpoint is None:
-            result = verify_events(_events_after(0))
-        else:
-            result = verify_events(
-                _events_after(checkpoint.seq), after_seq=checkpoint.seq, prev_hash=checkpoint.hash
-            )
-        if checkpoint is None or result.count != checkpoint.seq:
+            return _full_check()
+        if checkpoint.problem:
+            return _remembered_problem(checkpoint)
+        result = verify_stored(after_seq=checkpoint.seq, prev_hash=checkpoint.hash)
+        if result.count != checkpoint.seq:
             _save_checkpoint(result)
         return result

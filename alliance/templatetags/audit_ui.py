@@ -33,3 +33,11 @@ def audit_target(event: Any) -> str:
 def audit_details(context: template.Context, event: Any) -> list[tuple[str, str]]:
     """The payload's rows, with the institution names the view looked up (``site_names``)."""
     return audit_display.payload_items(event.payload, context.get("site_names"))
+
+
+@register.inclusion_tag("alliance/audit_signed_head.html")
+def audit_signed_head() -> dict[str, Any]:
+    """The newest signed checkpoint of the audit log, linked to where members fetch it."""
+    from alliance.services.audit_log import audit_checkpoint_latest
+
+    return {"head": audit_checkpoint_latest()}

@@ -30,7 +30,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from alliance import services as alliance_services
-from alliance.models import AuditEvent, Membership, Role
+from alliance.models import AuditEvent, Membership, Role, SignedCheckpoint
+from alliance.services.audit_log import audit_checkpoint_issue
 from portal.wsgi import application
 from projects.models import AgreementVersion, Dataset
 from tests.factories import PASSWORD, StaffFactory
@@ -84,6 +85,8 @@ def seeded(settings, tmp_path) -> dict[str, Any]:
     )
     staff = StaffFactory(username="api-staff")
     member = scenario.a.admin
+    # After each commit in production; here the test's transaction never commits.
+    audit_checkpoint_issue()
     return {
         "member": Token.objects.create(user=member).key,
         "staff": Token.objects.create(user=staff).key,
@@ -98,6 +101,7 @@ def seeded(settings, tmp_path) -> dict[str, Any]:
         ],
         "dataset_id": list(Dataset.objects.values_list("pk", flat=True)),
         "seq": list(AuditEvent.objects.values_list("seq", flat=True)[:5]),
+        "size": list(SignedCheckpoint.objects.values_list("size", flat=True)),
         "applications": [application_.pk],
         "members": [
             invited.pk,

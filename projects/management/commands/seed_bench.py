@@ -43,6 +43,7 @@ from alliance.models import AuditEvent, Institution, Membership, MembershipAppli
 from alliance.models.audit import GENESIS_HASH
 from alliance.permissions import ADMIN_OBJECT_PERMS, institution_group_name
 from alliance.services.audit import audit_verify
+from alliance.services.audit_log import audit_checkpoint_issue
 from projects.models import (
     AgreementApproval,
     AgreementVersion,
@@ -1217,6 +1218,8 @@ class Command(BaseCommand):
         chain = audit_verify()
         if not chain.ok:
             raise CommandError(f"The seeded audit chain does not verify: {chain.reason}")
+        # And the log's first signed checkpoint over it, as after the live appends.
+        audit_checkpoint_issue()
         for name, count in counts.items():
             self.stdout.write(f"{count:>8} {name}")
         self.stdout.write(
