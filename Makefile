@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
+# Test processes (pytest-xdist): each has its own test database, Redis database and folders.
+TEST_PROCESSES ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test lint format worker migrate seed verify-audit bench clean
@@ -32,7 +34,8 @@ demo: $(VENV)/.runtime ## Set up and run the portal and a worker on the embedded
 test: $(VENV)/.dev ## Set up and run the whole test suite (PostgreSQL/Redis if DATABASE_URL/CELERY_BROKER_URL say so)
 	$(BIN)/python manage.py check --fail-level WARNING
 	$(BIN)/python manage.py makemigrations --check --dry-run
-	BROKER_FOLDER=$${BROKER_FOLDER:-$(CURDIR)/var/test-broker} $(BIN)/pytest $(PYTEST_ARGS)
+	BROKER_FOLDER=$${BROKER_FOLDER:-$(CURDIR)/var/test-broker} PYTHONPATH=$(CURDIR) \
+	  $(BIN)/pytest -p tests.xdist_broker -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev ## ruff (lint and format) and the import contracts
 	$(BIN)/ruff check .
