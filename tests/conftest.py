@@ -153,3 +153,10 @@ def _site_workers_trust_the_portal() -> None:
     from portal.common.keys import portal_public_text
 
     settings.PORTAL_PUBLIC_KEY = portal_public_text()
+
+
+def after_commit_work(callbacks: list[Callable[[], object]]) -> list[Callable[[], object]]:
+    """What a transaction left to do after commit, less signing the audit log's new head."""
+    from alliance.services.audit_log import audit_checkpoint_after_append
+
+    return [c for c in callbacks if c is not audit_checkpoint_after_append]
