@@ -37,7 +37,7 @@ from projects.federation.protocol import (
 )
 from projects.federation.validation import UpdateRejected, validate_update
 from projects.models import Round, SiteKey, SiteRound
-from projects.services.runs.rounds import close_when_answered, run_advance
+from projects.services.runs.rounds import close_when_answered
 from projects.services.runs.store import round_start_bytes
 from projects.services.verification import evaluation_dispatch, evaluation_record
 
@@ -51,6 +51,7 @@ class Dispatch:
     pk: int
     status: str
     nonce: str
+    round_id: int
     run_id: int
     round_number: int
     slug: str
@@ -84,6 +85,7 @@ def _dispatch(ticket: int) -> Dispatch | None:
             "pk",
             "status",
             "nonce",
+            "round_id",
             run_id=F("round__run_id"),
             round_number=F("round__number"),
             slug=F("institution__slug"),
@@ -181,14 +183,12 @@ def _accept_update(
 
 
 def update_receive(wire: Any) -> None:
-    """A site's answer arrived: record it, and open the next round when it closed this one."""
-    closed = _record_answer(wire, time.time())
-    if closed is not None:
-        run_advance(closed)
+    """A site's answer arrived: record it; the last one closes the round and opens the next."""
+    _record_answer(wire, time.time())
 
 
-def _record_answer(wire: Any, received: float) -> int | None:
-    """Record the answer; the run's id when its round closed and the run goes on."""
+def _record_answer(wire: Any, received: float) -> None:
+    """Record the answer; close the round (and open the next) when it was the last awaited."""
     try:
         envelope = open_wire(wire, SiteReply)
     except ProtocolError as exc:
@@ -239,12 +239,11 @@ def _record_answer(wire: Any, received: float) -> int | None:
     elif not _reject(dispatch, mine, rejection, fields):
         return None
     if SiteRound.objects.filter(
-        round__run_id=dispatch.run_id,
-        round__number=dispatch.round_number,
-        status=SiteRound.Status.DISPATCHED,
+        round_id=dispatch.round_id, status=SiteRound.Status.DISPATCHED
     ).exists():
         return None
-    return dispatch.run_id if close_when_answered(dispatch.run_id, dispatch.round_number) else None
+    close_when_answered(dispatch.run_id, dispatch.round_number, dispatch.round_id)
+    return None
 
 
 def _reject(dispatch: Dispatch, mine: Any, rejection: tuple[str, dict], fields: dict) -> bool:
