@@ -15,6 +15,7 @@ from alliance.services.audit import audit_record
 from projects.federation import encoding, strategies
 from projects.models import ModelVersion, Round, SiteRound, TrainingRun
 from projects.services.runs.store import blob_store, model_store, round_start_bytes
+from projects.services.runs.watch import run_changed
 from projects.services.verification import final_evaluations, weighted
 
 
@@ -23,6 +24,7 @@ def fail_run(run: TrainingRun, reasons: list[str], *, action: str = "run.failed"
     run.reasons = [str(r) for r in reasons]
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "reasons", "finished_at"])
+    run_changed(run.pk)
     audit_record(
         actor=None,
         action=action,
@@ -192,6 +194,7 @@ def close_round(
     # Closed once aggregated and stored: the round's wall time includes both.
     round_.closed_at = timezone.now()
     round_.save()
+    run_changed(run.pk)
     audit_record(
         actor=None,
         action="round.closed",

@@ -24,6 +24,7 @@ from projects.services.policy import RunConfig, run_policy_check
 from projects.services.runs.closing import close_round, fail_run
 from projects.services.runs.dispatch import new_nonce, publish_safely, round_messages, seal
 from projects.services.runs.store import model_bytes, round_start_bytes
+from projects.services.runs.watch import run_changed
 
 
 def run_advance(run_id: int) -> Round | None:
@@ -93,6 +94,8 @@ def _open_next(run_id: int, closed: Round | None = None) -> Round | None:
             for e in decision.excluded
         ],
     )
+    if closed is None:  # else closing it has told the run's followers, in this transaction
+        run_changed(run.pk)
     sites = SiteRound.objects.bulk_create(
         SiteRound(round=round_, institution=c.institution, dataset=c.dataset, nonce=new_nonce())
         for c in sorted(decision.contributors, key=lambda c: c.institution.slug)
@@ -204,6 +207,7 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
         run.finished_at = now
         run.reasons = [_("Cancelled by %(who)s.") % {"who": actor.get_username()}]
         run.save(update_fields=["status", "cancelled_by", "finished_at", "reasons"])
+        run_changed(run.pk)
         audit_record(
             actor=actor,
             action="run.cancelled",
