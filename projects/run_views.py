@@ -2,10 +2,12 @@
 
 Like the other pages they parse, fetch through ``access_problem``, call one service and render.
 A run page works without JavaScript (a reload shows the current state); with it, the part that
-changes while the run trains is fetched again every two seconds from the ``run-live`` page,
-which leaves the charts out while no round has closed since the poller's last copy.
+changes while the run trains is fetched from the ``run-live`` page, which answers as soon as the
+run changes (or after a while unchanged) and leaves the charts out while no round has closed
+since the page's last copy.
 """
 
+import hashlib
 from typing import Any
 
 from django import forms
@@ -47,6 +49,7 @@ from projects.services.runs import (
     DEFAULTS,
     MAX_L2,
     LaunchConfig,
+    RunWatcher,
     limits,
     run_cancel,
     run_launch,
@@ -444,17 +447,46 @@ def secure_rounds_seen(run: TrainingRun, limit: int = 20) -> list[dict[str, Any]
     return shown
 
 
-@login_required
-def run_live(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    """The part of the run page that changes while it trains, for the page's poller."""
-    problem = access_problem(request.user, slug)
-    before, after, _valid = parse_window(request.GET)
+# How long the live part's request waits for the run to change before answering unchanged.
+LIVE_WAIT_SECONDS = 10.0
+
+
+def _live_response(
+    request: HttpRequest, problem: Problem, number: int, *, before: int | None, after: int | None
+) -> tuple[HttpResponse, bool]:
+    """The rendered live part, and whether there is nothing more to follow."""
     context = _live_context(request, problem_run(problem, number), before=before, after=after)
     # The poller says which closed rounds its charts show; until another round closes they
     # are the same, so the charts' data (most of the part's weight) is not sent again.
     context["charts_kept"] = request.GET.get("charts") == context["dash"].state
     response = render(request, "projects/run_live.html", context)
     response["Cache-Control"] = "no-store"
+    response["X-Live-Version"] = hashlib.sha256(response.content).hexdigest()[:32]
+    return response, context["dash"].settled
+
+
+@login_required
+def run_live(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """The part of the run page that changes while it trains, for the page's follower.
+
+    With ``seen`` (the ``X-Live-Version`` of the part the page shows) the answer waits, up to
+    LIVE_WAIT_SECONDS, until the run changes: the page learns of a closed round as it closes,
+    and asks again at once, rather than every few seconds.
+    """
+    problem = access_problem(request.user, slug)
+    before, after, _valid = parse_window(request.GET)
+    seen = request.GET.get("seen", "")[:64]
+    if not seen:
+        return _live_response(request, problem, number, before=before, after=after)[0]
+    # Listening before reading: a change after the read wakes the wait, one before is in it.
+    with RunWatcher() as watcher:
+        run_id = problem_run(problem, number).pk
+        watcher.watch(run_id)
+        response, settled = _live_response(request, problem, number, before=before, after=after)
+        if settled or response["X-Live-Version"] != seen:
+            return response
+        if watcher.wait(run_id, timeout=LIVE_WAIT_SECONDS):
+            response = _live_response(request, problem, number, before=before, after=after)[0]
     return response
 
 

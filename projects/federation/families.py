@@ -35,6 +35,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# scikit-learn's scores, computed the same way without its input checks (``metrics``).
+from projects.federation.metrics import f1 as f1_score
+from projects.federation.metrics import roc_auc as roc_auc_score
+
 Params = list[np.ndarray]
 
 FAMILY_NAMES = ("logistic_regression", "linear_regression", "mlp")
@@ -337,9 +341,6 @@ class _NumpyFamily:
                 "mae": float(np.mean(np.abs(residual))),
                 "r2": r2,
             }
-        # Imported here: scikit-learn's metrics weigh ~90 MB, and only a site's worker evaluates.
-        from sklearn.metrics import f1_score, roc_auc_score
-
         proba = self.predict_proba(params, X)
         n_classes = proba.shape[1]
         predicted = np.argmax(proba, axis=1) if n_classes > 2 else (z[:, 0] > 0).astype(np.int64)
@@ -347,24 +348,11 @@ class _NumpyFamily:
         metrics = {
             "loss": loss,
             "accuracy": float(np.mean(predicted == y)),
-            "f1": float(
-                f1_score(
-                    y,
-                    predicted,
-                    labels=labels,
-                    average="binary" if n_classes == 2 else "macro",
-                    zero_division=0.0,
-                )
-            ),
+            "f1": f1_score(y, predicted, labels),
         }
         # ROC AUC is undefined unless every class occurs; leave it out rather than report NaN.
         if len(np.unique(y)) == n_classes:
-            if n_classes == 2:
-                metrics["roc_auc"] = float(roc_auc_score(y, proba[:, 1]))
-            else:
-                metrics["roc_auc"] = float(
-                    roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=labels)
-                )
+            metrics["roc_auc"] = roc_auc_score(y, proba)
         return metrics
 
 

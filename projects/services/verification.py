@@ -304,6 +304,7 @@ def evaluation_dispatch(ticket: int) -> EvaluationDispatch | None:
 def evaluation_record(dispatch: EvaluationDispatch, reply: SiteReply) -> None:
     """Record a site's signed scores (or refusal); decide what follows once all have answered."""
     from projects.services.runs.answers import rejection_text
+    from projects.services.runs.watch import run_changed
 
     fields: dict[str, Any] = {"answered_at": timezone.now()}
     if reply.error is not None:
@@ -343,6 +344,8 @@ def evaluation_record(dispatch: EvaluationDispatch, reply: SiteReply) -> None:
             return  # late or repeated: the row keeps what it had
         evaluation = Evaluation.objects.select_related("model__run__problem").get(pk=dispatch.pk)
         _settle(evaluation.model, evaluation.kind)
+        # The run's page shows the final model's figure once it is scored.
+        run_changed(evaluation.model.run_id)
 
 
 def evaluations_drop_overdue(now: datetime) -> int:

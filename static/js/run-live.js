@@ -1,9 +1,12 @@
 /*
  * Keeps a training run's page current while the run trains.
  *
- * Every two seconds it fetches the page's live part (#run-live, from its data-live-url) and puts
- * the new content in place and draws its new charts; it stops once that part says
- * data-finished="true". The page works without this script: a reload shows the same state.
+ * It fetches the page's live part (#run-live, from its data-live-url) and puts the new content
+ * in place and draws its new charts; it stops once that part says data-finished="true". Each
+ * request names the version of the part the page shows (?seen=, the X-Live-Version of the last
+ * answer): the portal holds it until the run changes (a round opens or closes, the run ends),
+ * or for a few seconds, so a closed round shows as it closes, and the next request goes at once.
+ * The page works without this script: a reload shows the same state.
  *
  * Charts only change when a round closes. The request names the closed rounds the page's
  * charts show (?charts=<data-charts>); while no other round has closed, the answer holds an
@@ -19,10 +22,12 @@
 (function () {
   "use strict";
 
-  var INTERVAL = 2000;
+  var INTERVAL = 2000; // while the tab is hidden, or when the portal answered at once unchanged
   var LONGEST = 10000; // between retries while the portal does not answer
+  var QUICK = 250; // an unchanged answer sooner than this was not held: do not ask at once
   var failures = 0;
   var last = null;
+  var version = null; // the X-Live-Version of the part shown
   var full = false; // ask for the charts too on the next beat
 
   function live() {
@@ -134,6 +139,9 @@
     if (charts && !full) {
       url.searchParams.set("charts", charts);
     }
+    if (version && !full) {
+      url.searchParams.set("seen", version);
+    }
     full = false;
     return url.toString();
   }
@@ -151,6 +159,8 @@
       window.setTimeout(poll, INTERVAL);
       return;
     }
+    var asked = Date.now();
+    var before = last;
     fetch(address(current), {
       credentials: "same-origin",
       cache: "no-store",
@@ -160,19 +170,23 @@
         if (!response.ok) {
           throw new Error(String(response.status));
         }
+        version = response.headers.get("X-Live-Version");
         return response.text();
       })
       .then(function (text) {
         apply(text);
         failures = 0;
         connection(true);
+        // Held until the run changed: ask again at once. Answered at once with nothing new
+        // (a portal that does not hold requests): ask again later.
+        var held = Date.now() - asked >= QUICK || last !== before || full;
+        window.setTimeout(poll, held ? 0 : INTERVAL);
       })
       .catch(function () {
         // A missed beat (a restart, a dropped connection): say so, and try again later.
         failures += 1;
+        version = null;
         connection(false);
-      })
-      .then(function () {
         window.setTimeout(poll, Math.min(INTERVAL * Math.pow(2, failures), LONGEST));
       });
   }
@@ -182,7 +196,7 @@
     if (current && finished(current)) {
       stop();
     } else if (current) {
-      window.setTimeout(poll, INTERVAL);
+      poll();
     }
   }
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from projects.dashboards.run import WINDOW
 from projects.models import Dataset, ModelVersion, Round, SiteRound, TrainingRun
-from projects.services.runs import LaunchConfig, run_launch
+from projects.services.runs import LaunchConfig, run_changed, run_launch
 from tests.projects.scenario import Scenario, make_site
 
 pytestmark = pytest.mark.django_db
@@ -438,6 +438,7 @@ def close_open_round(run: TrainingRun, number: int) -> None:
     SiteRound.objects.filter(round__run=run, round__number=number).update(
         status=SiteRound.Status.CONTRIBUTED, metrics={"accuracy": 0.8, "loss": 0.2}
     )
+    run_changed(run.pk)  # a page following the run is woken by it
 
 
 def test_a_round_that_closes_shows_on_the_next_request(client, ready):

@@ -7,6 +7,7 @@ do not fire), and rounds, site answers and models are written as rows, as the co
 import datetime
 import html
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -311,6 +312,56 @@ def test_live_fragment_carries_the_rounds_and_whether_finished(client, ready):
     assert 'data-finished="true"' in page
     assert "Why the run failed:" in page
     assert "Round 2 failed: too few contributions." in page
+
+
+def test_live_fragment_holds_an_unchanged_part_and_answers_a_stale_one_at_once(
+    client, ready, monkeypatch
+):
+    from projects import run_views
+
+    run = add_rounds(ready, launch(ready))
+    client.force_login(ready.a.researcher)
+    live = url("run-live", SLUG, run.number)
+    version = client.get(live)["X-Live-Version"]
+    monkeypatch.setattr(run_views, "LIVE_WAIT_SECONDS", 0.05)
+    held = client.get(live, {"seen": version})
+    assert held["X-Live-Version"] == version
+    # A page showing an older part is sent the current one without waiting for a change.
+    monkeypatch.setattr(run_views, "LIVE_WAIT_SECONDS", 600)
+    assert client.get(live, {"seen": "0" * 32})["X-Live-Version"] == version
+
+
+def test_live_fragment_held_for_a_change_answers_with_the_closed_round(
+    client, ready, transactional_db
+):
+    from django.db import connection as default_connection
+    from django.db import transaction
+
+    from projects.services.runs import run_changed
+
+    run = add_rounds(ready, launch(ready))
+    client.force_login(ready.a.researcher)
+    live = url("run-live", SLUG, run.number)
+    version = client.get(live)["X-Live-Version"]
+
+    def close_round_two() -> None:
+        with transaction.atomic():
+            Round.objects.filter(run=run, number=2).update(
+                status=Round.Status.SUCCEEDED, closed_at=timezone.now(), contributors=1
+            )
+            run_changed(run.pk)
+        default_connection.close()
+
+    # Whether the change commits before the request listens or while it waits, the answer is
+    # the part with round 2 closed.
+    closer = threading.Timer(0.1, close_round_two)
+    closer.start()
+    try:
+        response = client.get(live, {"seen": version})
+    finally:
+        closer.join()
+    assert response["X-Live-Version"] != version
+    assert "2 of 3 rounds done." in text(response)
 
 
 def test_run_list_shows_rounds_done_and_the_latest_metric(client, ready):

@@ -361,3 +361,27 @@ def test_a_secure_run_plays_through_in_this_process_as_the_demo_seeds_it(medical
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
     assert run.secure_aggregation
     assert run.round_set.get(number=2).secagg["seen"]["survivors"] == SITES
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stage_moving_on_wakes_the_run_page(tmp_path: Path) -> None:
+    from projects.services.runs import RunWatcher
+
+    medical = seed_medical(tmp_path)
+    require_secure(medical)
+    run = launch(medical, rounds=1)
+    runs.run_advance(run.pk)
+    round_ = Round.objects.get(run=run, number=1)
+    rows = secure.round_rows(round_)
+    replies = [
+        handle_task(e.to_wire()).to_wire() for e in secure.stage_envelopes(run, round_, rows, rows)
+    ]
+    with RunWatcher() as watcher:
+        watcher.watch(run.pk)
+        for reply in replies[:-1]:
+            runs.update_receive(reply)
+        assert not watcher.wait(run.pk, timeout=0.05)  # answers alone change nothing shown
+        runs.update_receive(replies[-1])
+        assert watcher.wait(run.pk, timeout=30)
+    round_.refresh_from_db()
+    assert round_.secagg["stage"] == "share_keys"

@@ -1,7 +1,6 @@
 """Launch a federated training run from the command line and, with --wait, follow it."""
 
 import sys
-import time
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -86,11 +85,15 @@ class Command(BaseCommand):
             l2=opts["l2"],
             secure_aggregation=bool(opts["secure_aggregation"]),
         )
+        # Listening before the launch commits: the first round's opening cannot be missed.
+        watcher = runs.RunWatcher() if opts["wait"] else None
         try:
             run = runs.run_launch(actor=actor, problem=problem, config=config)
         except (ApplicationError, PermissionDenied) as exc:
             errors = getattr(exc, "extra", {}).get("errors", {})
             detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+            if watcher is not None:
+                watcher.close()
             raise CommandError(f"{error_text(exc)} {detail}".strip()) from None
         self.stdout.write(
             _("Launched run %(n)s of %(problem)s as %(user)s (%(strategy)s, %(rounds)s rounds).")
@@ -104,8 +107,9 @@ class Command(BaseCommand):
         )
         for warning in launch_warnings(problem):
             self.stderr.write(_("Warning: %(text)s") % {"text": warning})
-        if opts["wait"]:
-            self._follow(run)
+        if watcher is not None:
+            with watcher:
+                self._follow(run, watcher)
 
     def _actor(self, problem: Problem, username: str | None):
         User = get_user_model()
@@ -126,8 +130,9 @@ class Command(BaseCommand):
                 return candidate
         raise CommandError(_("Nobody may launch a run on this problem."))
 
-    def _follow(self, run: TrainingRun) -> None:
+    def _follow(self, run: TrainingRun, watcher: runs.RunWatcher) -> None:
         printed = 0
+        watcher.watch(run.pk)
         while True:
             run.refresh_from_db()
             for round_ in run.round_set.filter(number__gt=printed).exclude(
@@ -147,7 +152,8 @@ class Command(BaseCommand):
                 sys.stdout.flush()
             if run.is_finished:
                 break
-            time.sleep(0.02)  # one indexed read: a round shows within 20 ms of its close
+            # Woken by the change itself; the timeout only bounds a wait for a lost notice.
+            watcher.wait(run.pk, timeout=5.0)
         if run.status != TrainingRun.Status.SUCCEEDED:
             raise CommandError(
                 _("Run %(n)s %(status)s: %(reasons)s")

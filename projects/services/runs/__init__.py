@@ -6,7 +6,8 @@
 - ``closing``: aggregating a round's contributions into the next global model;
 - ``answers``: a site's signed answer, verified before it touches a row, counted once;
 - ``reconcile``: what the database says must be sent or closed, done whatever the broker lost;
-- ``store``: the content-addressed model versions.
+- ``store``: the content-addressed model versions;
+- ``watch``: telling a run's followers that it changed, and waiting for that.
 """
 
 from projects.services.runs.answers import rejection_text, update_receive
@@ -32,6 +33,7 @@ from projects.services.runs.rounds import (
     run_cancel,
 )
 from projects.services.runs.store import model_bytes, model_params, model_store
+from projects.services.runs.watch import RunWatcher, run_changed
 
 __all__ = [
     "DEFAULTS",
@@ -41,6 +43,7 @@ __all__ = [
     "LaunchConfig",
     "LaunchPlan",
     "Reconciler",
+    "RunWatcher",
     "close_when_answered",
     "launch_errors",
     "launch_plan",
@@ -54,6 +57,7 @@ __all__ = [
     "round_task",
     "run_advance",
     "run_cancel",
+    "run_changed",
     "run_launch",
     "runs_reconcile",
     "site_message",

@@ -52,6 +52,7 @@ class Dispatch:
     pk: int
     status: str
     nonce: str
+    round_id: int
     run_id: int
     round_number: int
     slug: str
@@ -86,6 +87,7 @@ def _dispatch(ticket: int) -> Dispatch | None:
             "pk",
             "status",
             "nonce",
+            "round_id",
             run_id=F("round__run_id"),
             round_number=F("round__number"),
             slug=F("institution__slug"),
@@ -184,14 +186,12 @@ def _accept_update(
 
 
 def update_receive(wire: Any) -> None:
-    """A site's answer arrived: record it, and open the next round when it closed this one."""
-    closed = _record_answer(wire, time.time())
-    if closed is not None:
-        run_advance(closed)
+    """A site's answer arrived: record it; the last one closes the round and opens the next."""
+    _record_answer(wire, time.time())
 
 
-def _record_answer(wire: Any, received: float) -> int | None:
-    """Record the answer; the run's id when its round closed and the run goes on."""
+def _record_answer(wire: Any, received: float) -> None:
+    """Record the answer; close the round (and open the next) when it was the last awaited."""
     try:
         envelope = open_wire(wire, SiteReply)
     except ProtocolError as exc:
@@ -219,7 +219,10 @@ def _record_answer(wire: Any, received: float) -> int | None:
         if not (dispatch.secure and reply.stage):
             _count_forged(reply.run, reply.round, "not_secure")
             return None
-        return secure_answer_record(dispatch, envelope)
+        closed = secure_answer_record(dispatch, envelope)
+        if closed is not None:  # the last stage closed the round: open the next one
+            run_advance(closed)
+        return None
     timings = dict(reply.timings)
     replied = timings.pop("replied_at", None)
     if replied is not None:
@@ -248,12 +251,11 @@ def _record_answer(wire: Any, received: float) -> int | None:
     elif not _reject(dispatch, mine, rejection, fields):
         return None
     if SiteRound.objects.filter(
-        round__run_id=dispatch.run_id,
-        round__number=dispatch.round_number,
-        status=SiteRound.Status.DISPATCHED,
+        round_id=dispatch.round_id, status=SiteRound.Status.DISPATCHED
     ).exists():
         return None
-    return dispatch.run_id if close_when_answered(dispatch.run_id, dispatch.round_number) else None
+    close_when_answered(dispatch.run_id, dispatch.round_number, dispatch.round_id)
+    return None
 
 
 def _reject(dispatch: Dispatch, mine: Any, rejection: tuple[str, dict], fields: dict) -> bool:

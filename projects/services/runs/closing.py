@@ -17,6 +17,7 @@ from projects.models import ModelVersion, Round, SiteRound, TrainingRun
 from projects.services.privacy import privacy_spend_round
 from projects.services.runs.notices import run_finished_notify
 from projects.services.runs.store import blob_store, model_store, round_start_bytes
+from projects.services.runs.watch import run_changed
 from projects.services.verification import final_evaluations, weighted
 
 
@@ -25,6 +26,7 @@ def fail_run(run: TrainingRun, reasons: list[str], *, action: str = "run.failed"
     run.reasons = [str(r) for r in reasons]
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "reasons", "finished_at"])
+    run_changed(run.pk)
     audit_record(
         actor=None,
         action=action,
@@ -247,6 +249,7 @@ def close_round(
     # Closed once aggregated and stored: the round's wall time includes both.
     round_.closed_at = timezone.now()
     round_.save()
+    run_changed(run.pk)
     audit_record(
         actor=None,
         action="round.closed",

@@ -6,6 +6,7 @@ messages from the same rows. Each is a ``SiteMessage`` signed with the portal's 
 (``PORTAL_SIGNING_KEY``); the global parameters travel beside it, bound by their SHA-256.
 """
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -77,10 +78,22 @@ def launched_text(run: TrainingRun) -> str:
 
 
 def site_message(
-    run: TrainingRun, round_: Round, site: SiteRound, params_sha256: str
+    run: TrainingRun,
+    round_: Round,
+    site: SiteRound,
+    params_sha256: str,
+    task: RoundTask | None = None,
 ) -> SiteMessage:
-    """The task for one site's row of a round (``site.institution`` and ``site.dataset`` read)."""
+    """The task for one site's row of a round (``site.institution`` and ``site.dataset`` read).
+
+    ``task``: the round's task for any site, when the caller built it once for the round.
+    """
     slug = site.institution.slug
+    task = (
+        dataclasses.replace(task, site=slug)
+        if task is not None
+        else round_task(run, round_.number, slug)
+    )
     return SiteMessage(
         kind="train",
         run=run.pk,
@@ -95,10 +108,18 @@ def site_message(
             sha256=site.dataset.sha256,
             rows=site.dataset.row_count,
         ),
-        task=round_task(run, round_.number, slug),
+        task=task,
         params_sha256=params_sha256,
         max_update_bytes=run.max_update_bytes,
     )
+
+
+def round_messages(
+    run: TrainingRun, round_: Round, sites: list[SiteRound], params_sha256: str
+) -> list[SiteMessage]:
+    """Every site's task of a round: the round's task is read from the run once, not per site."""
+    task = round_task(run, round_.number, "")
+    return [site_message(run, round_, s, params_sha256, task) for s in sites]
 
 
 def seal(messages: list[SiteMessage], params: bytes) -> list[Envelope[SiteMessage]]:

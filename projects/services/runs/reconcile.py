@@ -32,7 +32,7 @@ from django.utils import timezone
 from projects.federation.protocol import sha256_hex
 from projects.models import Evaluation, Round, SiteRound, TrainingRun
 from projects.services.runs import secure
-from projects.services.runs.dispatch import publish_safely, seal, site_message
+from projects.services.runs.dispatch import publish_safely, round_messages, seal
 from projects.services.runs.rounds import round_deadline, run_advance
 from projects.services.runs.store import round_start_bytes
 from projects.services.verification import evaluations_drop_overdue, send_evaluations
@@ -72,9 +72,7 @@ def _resend(round_: Round, now: datetime, resend_all: bool) -> int:
         envelopes = secure.stage_envelopes(run, round_, waiting, rows)
     else:
         params = round_start_bytes(run, round_.number)
-        envelopes = seal(
-            [site_message(run, round_, s, sha256_hex(params)) for s in waiting], params
-        )
+        envelopes = seal(round_messages(run, round_, waiting, sha256_hex(params)), params)
     if not publish_safely(envelopes):
         return 0
     SiteRound.objects.filter(pk__in=[s.pk for s in waiting]).update(resent_at=now)

@@ -26,9 +26,10 @@ from projects.services.policy import Exclusion, PolicyDecision, RunConfig, run_p
 from projects.services.privacy import budget_projections, budget_reason
 from projects.services.runs import secure
 from projects.services.runs.closing import close_round, fail_run
-from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
+from projects.services.runs.dispatch import new_nonce, publish_safely, round_messages, seal
 from projects.services.runs.notices import run_finished_notify
-from projects.services.runs.store import round_start_bytes
+from projects.services.runs.store import model_bytes, round_start_bytes
+from projects.services.runs.watch import run_changed
 
 
 def _within_budget(run: TrainingRun, decision: PolicyDecision) -> PolicyDecision:
@@ -71,6 +72,22 @@ def run_advance(run_id: int) -> Round | None:
     task). A refusal by the policy fails the run with every reason.
     """
     with transaction.atomic():
+        return _open_next(run_id)
+
+
+def _open_next(run_id: int, closed: Round | None = None) -> Round | None:
+    """``run_advance`` inside the caller's transaction.
+
+    ``closed``: the round the caller has just closed (successfully) with its run locked: the
+    run, how many rounds succeeded and the model to start from are known without reading them
+    again (the store's map of run models fills only on commit).
+    """
+    params = None
+    if closed is not None:
+        run = closed.run
+        done = closed.number
+        params = model_bytes(closed.model) if closed.model is not None else None
+    else:
         run = (
             TrainingRun.objects.select_for_update(of=("self",))
             .select_related("problem", "agreement", "institution")
@@ -80,96 +97,99 @@ def run_advance(run_id: int) -> Round | None:
         )
         if run is None or run.is_finished:
             return None
-        statuses = list(run.round_set.values_list("status", flat=True))
+        statuses = list(
+            Round.objects.filter(run_id=run.pk).order_by().values_list("status", flat=True)
+        )
         if Round.Status.RUNNING in statuses:
             return None
         done = statuses.count(Round.Status.SUCCEEDED)
-        if done >= run.rounds:
-            return None
-        if run.status == TrainingRun.Status.QUEUED:
-            run.status = TrainingRun.Status.RUNNING
-            run.started_at = timezone.now()
-            run.save(update_fields=["status", "started_at"])
-        decision = run_policy_check(
-            problem=run.problem,
-            config=RunConfig(
-                model_family=run.model_family,
-                min_contributors=run.min_contributors,
-                secure_aggregation=run.secure_aggregation,
-                strategy=run.strategy,
-                agreement_version=run.agreement.number,
-                dp_epsilon=(run.spec.get("dp") or {}).get("epsilon"),
-                l2=run.l2,
-                validation_share=run.validation_share,
-                feature_scaling=run.feature_scaling,
-            ),
-        )
-        if not decision.allowed:
-            fail_run(run, list(decision.reasons), action="run.refused")
-            return None
-        decision = _within_budget(run, decision)
-        if not decision.allowed:
-            fail_run(run, list(decision.reasons), action="run.refused")
-            return None
-        number = done + 1
-        now = timezone.now()
-        round_ = Round.objects.create(
-            run=run,
-            number=number,
-            started_at=now,
-            deadline_at=now + timedelta(seconds=run.round_deadline),
-            excluded=[
-                {"institution": e.institution.slug, "name": e.institution.name, "reason": e.reason}
-                for e in decision.excluded
-            ],
-        )
-        sites = SiteRound.objects.bulk_create(
-            SiteRound(round=round_, institution=c.institution, dataset=c.dataset, nonce=new_nonce())
-            for c in sorted(decision.contributors, key=lambda c: c.institution.slug)
-        )
-        audit_record(
-            actor=None,
-            action="round.started",
-            target=run,  # a round's events name its run, so one filter finds the whole run
-            subject_institution=run.institution,
-            payload={
-                "problem": run.problem.slug,
-                "run": run.number,
-                "round": number,
-                "agreement_version": run.agreement.number,
-                "sites": [s.institution.slug for s in sites],
-                "datasets": {s.institution.slug: s.dataset.sha256 for s in sites},
-                "excluded": round_.excluded,
-            },
-        )
-        if run.secure_aggregation:
-            for s in sites:  # the rows as the stages read them
-                s.round = round_
-            try:
-                envelopes = secure.round_open(run, round_, sites)
-            except SecAggFailure as exc:
-                reason = secure.stage_text(exc.code, exc.detail)
-                round_.status, round_.reason, round_.closed_at = Round.Status.FAILED, reason, now
-                round_.save(update_fields=["status", "reason", "closed_at"])
-                SiteRound.objects.filter(round=round_).update(status=SiteRound.Status.CANCELLED)
-                fail_run(run, [reason])
-                return round_
-        else:
+    if done >= run.rounds:
+        return None
+    if run.status == TrainingRun.Status.QUEUED:
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.save(update_fields=["status", "started_at"])
+    decision = run_policy_check(
+        problem=run.problem,
+        config=RunConfig(
+            model_family=run.model_family,
+            min_contributors=run.min_contributors,
+            secure_aggregation=run.secure_aggregation,
+            strategy=run.strategy,
+            agreement_version=run.agreement.number,
+            dp_epsilon=(run.spec.get("dp") or {}).get("epsilon"),
+            l2=run.l2,
+            validation_share=run.validation_share,
+            feature_scaling=run.feature_scaling,
+        ),
+    )
+    if not decision.allowed:
+        fail_run(run, list(decision.reasons), action="run.refused")
+        return None
+    decision = _within_budget(run, decision)
+    if not decision.allowed:
+        fail_run(run, list(decision.reasons), action="run.refused")
+        return None
+    number = done + 1
+    now = timezone.now()
+    round_ = Round.objects.create(
+        run=run,
+        number=number,
+        started_at=now,
+        deadline_at=now + timedelta(seconds=run.round_deadline),
+        excluded=[
+            {"institution": e.institution.slug, "name": e.institution.name, "reason": e.reason}
+            for e in decision.excluded
+        ],
+    )
+    if closed is None:  # else closing it has told the run's followers, in this transaction
+        run_changed(run.pk)
+    sites = SiteRound.objects.bulk_create(
+        SiteRound(round=round_, institution=c.institution, dataset=c.dataset, nonce=new_nonce())
+        for c in sorted(decision.contributors, key=lambda c: c.institution.slug)
+    )
+    audit_record(
+        actor=None,
+        action="round.started",
+        target=run,  # a round's events name its run, so one filter finds the whole run
+        subject_institution=run.institution,
+        payload={
+            "problem": run.problem.slug,
+            "run": run.number,
+            "round": number,
+            "agreement_version": run.agreement.number,
+            "sites": [s.institution.slug for s in sites],
+            "datasets": {s.institution.slug: s.dataset.sha256 for s in sites},
+            "excluded": round_.excluded,
+        },
+    )
+    if run.secure_aggregation:
+        for s in sites:  # the rows as the stages read them
+            s.round = round_
+        try:
+            envelopes = secure.round_open(run, round_, sites)
+        except SecAggFailure as exc:
+            reason = secure.stage_text(exc.code, exc.detail)
+            round_.status, round_.reason, round_.closed_at = Round.Status.FAILED, reason, now
+            round_.save(update_fields=["status", "reason", "closed_at"])
+            SiteRound.objects.filter(round=round_).update(status=SiteRound.Status.CANCELLED)
+            fail_run(run, [reason])
+            return round_
+    else:
+        if params is None:
             params = round_start_bytes(run, number)
-            sha = sha256_hex(params)
-            envelopes = seal([site_message(run, round_, s, sha) for s in sites], params)
-        # After commit: the round's rows are the record of what must be sent and by when; if
-        # the broker is away, the reconciler sends it again and closes it at its deadline.
-        transaction.on_commit(lambda: publish_safely(envelopes))
+        envelopes = seal(round_messages(run, round_, sites, sha256_hex(params)), params)
+    # After commit: the round's rows are the record of what must be sent and by when; if
+    # the broker is away, the reconciler sends it again and closes it at its deadline.
+    transaction.on_commit(lambda: publish_safely(envelopes))
     return round_
 
 
 def round_deadline(run_id: int, number: int) -> None:
     """The round's deadline passed: close it with what arrived, if it is still open."""
-    goes_on = False
     with transaction.atomic():
         round_ = (
-            Round.objects.select_for_update(of=("self",))
+            Round.objects.select_for_update(of=("self", "run"))
             .select_related("run__problem", "run__institution", "run__agreement")
             .filter(run_id=run_id, number=number, status=Round.Status.RUNNING)
             .order_by()
@@ -184,29 +204,37 @@ def round_deadline(run_id: int, number: int) -> None:
             goes_on = secure.stage_advance(round_, rows, at_deadline=True)
         else:
             goes_on = close_round(round_, at_deadline=True)
-    if goes_on:
-        run_advance(run_id)
+        if goes_on:  # closed with its run locked: the next round opens in the same transaction
+            _open_next(run_id, round_)
 
 
-def close_when_answered(run_id: int, number: int) -> bool:
-    """Close the round if it is still open and every site answered; True if the run goes on.
+def close_when_answered(run_id: int, number: int, round_id: int | None = None) -> bool:
+    """Close the round if it is still open and every site answered, and open the next one in
+    the same transaction; True if it closed.
 
-    Checked again under the round's lock: a concurrent answer or the deadline may have closed it.
+    Checked again under the round's lock: a concurrent answer or the deadline may have closed
+    it. One transaction for both steps: the next round's dispatch waits for one commit, not two,
+    and a coordinator that stops between them leaves nothing half done (the reconciler advances
+    a run whose next round was not opened all the same).
     """
     with transaction.atomic():
-        round_ = (
-            Round.objects.select_for_update(of=("self",))
-            .select_related("run__problem", "run__institution", "run__agreement")
-            .filter(run_id=run_id, number=number)
-            .order_by()
-            .first()
+        # The round, then its run: the order every closing and cancelling takes them in.
+        rounds = Round.objects.select_for_update(of=("self", "run")).select_related(
+            "run__problem", "run__institution", "run__agreement"
         )
+        if round_id is not None:
+            rounds = rounds.filter(pk=round_id)
+        else:
+            rounds = rounds.filter(run_id=run_id, number=number)
+        round_ = rounds.order_by().first()
         if round_ is None or round_.status != Round.Status.RUNNING:
             return False
         sites = list(round_.sites.select_related("institution").order_by("institution__slug"))
         if any(s.status == SiteRound.Status.DISPATCHED for s in sites):
             return False
-        return close_round(round_, sites=sites)
+        if close_round(round_, sites=sites):
+            _open_next(run_id, round_)
+        return True
 
 
 def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
@@ -248,6 +276,7 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
         run.finished_at = now
         run.reasons = [_("Cancelled by %(who)s.") % {"who": actor.get_username()}]
         run.save(update_fields=["status", "cancelled_by", "finished_at", "reasons"])
+        run_changed(run.pk)
         audit_record(
             actor=actor,
             action="run.cancelled",

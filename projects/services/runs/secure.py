@@ -34,6 +34,7 @@ from projects.federation.protocol import Envelope, SiteMessage, SiteReply, sha25
 from projects.models import Round, SiteKey, SiteRound, TrainingRun
 from projects.services.runs.dispatch import new_nonce, publish_safely, seal, site_message
 from projects.services.runs.store import round_start_bytes
+from projects.services.runs.watch import run_changed
 
 # Each coordinate of a site's change is clipped to this before weighting and quantisation; the
 # 64-bit ring leaves about 1e-12 resolution at 100 sites even so (``secagg.scale_for``).
@@ -267,6 +268,7 @@ def stage_advance(round_: Round, rows: list[SiteRound], *, at_deadline: bool = F
     SiteRound.objects.filter(pk__in=[s.pk for s in to]).update(resent_at=None, resends=0)
     envelopes = stage_envelopes(round_.run, round_, to, rows)
     transaction.on_commit(lambda: publish_safely(envelopes))
+    run_changed(round_.run_id)  # sites may have dropped out: the run page follows
     return False
 
 
