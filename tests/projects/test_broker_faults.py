@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from portal.common import keys
-from projects.models import Round, SiteHeartbeat, SiteRound, TrainingRun
+from projects.models import Round, SiteHeartbeat, TrainingRun
 from tests.conftest import needs, require_postgres, wait_for
 from tests.projects.federation_setup import SITES, seed_medical
 from tests.projects.test_federated_runs import _purge, _worker_env, finished, launch
@@ -135,16 +135,19 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
         )
         # The launch's own message goes to the test's usual broker; the coordinator's
         # reconciler starts the queued run from the database, as after a lost message.
-        run = launch(medical, rounds=8, round_deadline=120)
+        # A site that does not come back in time is dropped at the deadline; the round is not
+        # lost (it closes with the quorum of 2 and the run goes on).
+        run = launch(medical, rounds=8, round_deadline=30)
         wait_for(
             lambda: run.round_set.filter(status="succeeded").count() >= 3,
             timeout=120,
             what="three rounds",
         )
+        before = run.round_set.filter(status="succeeded").count()
         private_redis.kill()
         time.sleep(1.5)  # rounds keep trying to dispatch and answer while it is away
         private_redis.start()  # empty: every queued task and answer is gone
-        run = finished(run, timeout=120)
+        run = finished(run, timeout=240)
     except AssertionError:
         _show_logs(tmp_path / "logs")
         raise
@@ -159,6 +162,9 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
         _purge(["coordinator"])
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
     rounds = list(run.round_set.order_by("number"))
-    assert [r.status for r in rounds] == [Round.Status.SUCCEEDED] * 8
-    assert all(r.contributors == 3 for r in rounds)
-    assert SiteRound.objects.filter(round__run=run, status="contributed").count() == 24
+    assert [r.status for r in rounds] == [Round.Status.SUCCEEDED] * 8  # no round lost
+    assert all(r.contributors == 3 for r in rounds[:before])
+    # After the restart every round still met the quorum; a site worker that resumed at once
+    # contributed to every one of them (the usual case), one that did not was dropped at a
+    # deadline rather than holding the run.
+    assert all(r.contributors >= 2 for r in rounds[before:])
