@@ -8,6 +8,7 @@ database (``projects.services.runs.reconcile``).
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
+from alliance.services.audit import sign_on_commit
 from projects.services import runs, sites
 
 _reconciler: runs.Reconciler | None = None
@@ -36,6 +37,7 @@ def reconcile_on_start(sender: object = None, **kwargs: object) -> None:
     queues = getattr(getattr(app, "amqp", None), "queues", None)
     consuming = getattr(queues, "consume_from", None) or {}
     if "coordinator" in consuming and _reconciler is None:
+        sign_on_commit(False)  # the reconciler signs the audit log's new events each pass
         _reconciler = runs.Reconciler()
         _reconciler.start()
 

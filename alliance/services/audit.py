@@ -88,11 +88,24 @@ def audit_record(
     return event
 
 
+# Whether this process signs a checkpoint after each transaction that appended events. A
+# coordinator worker signs from its reconciler instead (projects.tasks), off the rounds' path.
+_SIGN_ON_COMMIT = True
+
+
+def sign_on_commit(enabled: bool) -> None:
+    """Turn this process's signing after each appending transaction on or off."""
+    global _SIGN_ON_COMMIT
+    _SIGN_ON_COMMIT = enabled
+
+
 def _sign_after_commit() -> None:
     """Once per transaction: sign a checkpoint over the new events after it commits."""
     # Imported here: the signer builds on this module.
     from alliance.services.audit_log import audit_checkpoint_after_append
 
+    if not _SIGN_ON_COMMIT:
+        return
     if not any(item[1] is audit_checkpoint_after_append for item in connection.run_on_commit):
         transaction.on_commit(audit_checkpoint_after_append, robust=True)
 

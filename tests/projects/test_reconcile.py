@@ -178,3 +178,24 @@ def test_finished_and_cancelled_runs_are_left_alone(medical):
         "advanced": 0,
         "evaluations_dropped": 0,
     }
+
+
+def test_a_coordinator_signs_the_audit_log_each_pass_not_after_each_commit(
+    medical, django_capture_on_commit_callbacks
+):
+    from alliance.services import audit
+    from alliance.services.audit_log import audit_checkpoint_after_append, audit_checkpoint_latest
+
+    audit.sign_on_commit(False)
+    try:
+        with django_capture_on_commit_callbacks() as callbacks:
+            launch(medical, rounds=1)  # opens a round: audited, then dispatched after commit
+    finally:
+        audit.sign_on_commit(True)
+    assert callbacks and audit_checkpoint_after_append not in callbacks
+    newest = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+    runs.sign_pending_checkpoint()
+    assert audit_checkpoint_latest().size == newest
+    with django_capture_on_commit_callbacks() as callbacks:
+        launch(medical, rounds=1)
+    assert audit_checkpoint_after_append in callbacks  # elsewhere, after each commit

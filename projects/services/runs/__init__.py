@@ -25,7 +25,7 @@ from projects.services.runs.launch import (
     limits,
     run_launch,
 )
-from projects.services.runs.reconcile import Reconciler, runs_reconcile
+from projects.services.runs.reconcile import Reconciler, runs_reconcile, sign_pending_checkpoint
 from projects.services.runs.rounds import (
     close_when_answered,
     round_deadline,
@@ -60,6 +60,7 @@ __all__ = [
     "run_changed",
     "run_launch",
     "runs_reconcile",
+    "sign_pending_checkpoint",
     "site_message",
     "update_receive",
 ]

@@ -29,6 +29,7 @@ from django.db import close_old_connections
 from django.db.models import Max
 from django.utils import timezone
 
+from alliance.services.audit_log import audit_checkpoint_after_append
 from projects.federation.protocol import sha256_hex
 from projects.models import Evaluation, Round, SiteRound, TrainingRun
 from projects.services.runs import secure
@@ -147,6 +148,16 @@ def runs_reconcile(*, resend_all: bool = False) -> dict[str, int]:
     return done
 
 
+def sign_pending_checkpoint() -> None:
+    """Sign the audit log's new events, if any (never raises).
+
+    A coordinator signs here, off the rounds' path, rather than after each commit
+    (``audit.sign_on_commit(False)`` in projects.tasks): a round's dispatch never waits on a
+    signature, and a checkpoint still follows the events within a pass.
+    """
+    audit_checkpoint_after_append()
+
+
 class Reconciler(threading.Thread):
     """Runs ``runs_reconcile`` every FEDERATION_RECONCILE_SECONDS in a coordinator process."""
 
@@ -164,6 +175,7 @@ class Reconciler(threading.Thread):
                 first = False
             except Exception:  # the database or broker may be away; the next pass tries again
                 logger.warning("Reconciling the runs failed; trying again.", exc_info=True)
+            sign_pending_checkpoint()
             self.stopped.wait(settings.FEDERATION_RECONCILE_SECONDS)
         close_old_connections()
 
