@@ -233,10 +233,21 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-def create_database(url: str, name: str) -> str:
+def admin_connection(url: str):
+    """A connection to the server of ``url`` for CREATE/DROP DATABASE: the named database, or the
+    server's ``postgres`` database when the named one does not exist (yet)."""
     import psycopg2
 
-    connection = psycopg2.connect(url)
+    try:
+        return psycopg2.connect(url)
+    except psycopg2.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+        return psycopg2.connect(with_database(url, "postgres"))
+
+
+def create_database(url: str, name: str) -> str:
+    connection = admin_connection(url)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
@@ -249,9 +260,7 @@ def create_database(url: str, name: str) -> str:
 
 
 def drop_database(url: str, name: str) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(url)
+    connection = admin_connection(url)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:

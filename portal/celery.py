@@ -8,6 +8,9 @@ from kombu.transport import TRANSPORT_ALIASES
 
 # "filesystem://" (the embedded default) takes the transport that writes messages atomically.
 TRANSPORT_ALIASES["filesystem"] = "portal.common.broker:Transport"
+# Redis, with a worker that goes on consuming when an acknowledgement fails as Redis dies.
+TRANSPORT_ALIASES["redis"] = "portal.common.broker:RedisTransport"
+TRANSPORT_ALIASES["rediss"] = "portal.common.broker:RedisTransport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

@@ -1,9 +1,19 @@
-"""The embedded default's file-system broker, with messages that appear whole.
+"""The brokers' transports, where kombu's own lose work.
 
-kombu's file-system transport creates a message file under its final name and then writes
-it; a worker polling in another process can take the file while it is still empty, fail to
-parse it and stop. Here a message is written under a name no reader looks for and renamed
-into place, which is atomic on one file system.
+The embedded default's file-system broker, with messages that appear whole: kombu's file-system
+transport creates a message file under its final name and then writes it; a worker polling in
+another process can take the file while it is still empty, fail to parse it and stop. Here a
+message is written under a name no reader looks for and renamed into place, which is atomic on
+one file system.
+
+Redis, with a worker that goes on consuming after an acknowledgement fails: kombu keeps each
+delivered message in the channel's prefetch window until its acknowledgement reaches Redis. When
+Redis dies just as a task finishes ("Couldn't ack"), the acknowledgement raises before the
+window is freed; with one message in flight (acks late, prefetch 1) the window stays full, the
+worker never asks Redis for another message, and its queue fills while it looks alive. Here the
+window is freed whether or not Redis took the acknowledgement: if Redis kept the message (a
+blip), it is delivered again after the visibility timeout, which every task here tolerates (a
+round's task and answer are idempotent); if Redis restarted empty, there is nothing to redeliver.
 """
 
 import os
@@ -11,7 +21,8 @@ import uuid
 from time import monotonic
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, redis
+from kombu.transport.virtual import base as virtual
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
@@ -32,3 +43,29 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+class RedisQoS(redis.QoS):
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        finally:
+            # Out of the prefetch window even when Redis did not take it (see above).
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+
+class RedisChannel(redis.Channel):
+    QoS = RedisQoS
+
+
+class RedisTransport(redis.Transport):
+    Channel = RedisChannel
