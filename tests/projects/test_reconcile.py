@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.utils import timezone
 
 from alliance.models import AuditEvent
@@ -199,3 +200,49 @@ def test_a_coordinator_signs_the_audit_log_each_pass_not_after_each_commit(
     with django_capture_on_commit_callbacks() as callbacks:
         launch(medical, rounds=1)
     assert audit_checkpoint_after_append in callbacks  # elsewhere, after each commit
+
+
+def _worker(*queues: str) -> object:
+    """What Celery's worker_ready signal sends: the worker's consumer, here only the queues."""
+    from types import SimpleNamespace
+
+    consume_from = {name: object() for name in queues}
+    return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(
+        consume_from=consume_from))))  # fmt: skip
+
+
+def test_a_coordinator_worker_signs_from_its_reconciler_and_a_site_worker_after_commits(
+    transactional_db,
+):
+    """The wiring of the test above: a worker on the coordinator queue turns signing after each
+    commit off and starts the reconciler, whose passes sign; a site worker changes nothing."""
+    from alliance.services import audit
+    from alliance.services.audit_log import audit_checkpoint_latest
+    from projects import tasks
+
+    tasks.reconcile_on_start(sender=_worker("site.taipei-north-hospital"))
+    assert audit._SIGN_ON_COMMIT and tasks._reconciler is None
+
+    try:
+        tasks.reconcile_on_start(sender=_worker("coordinator"))
+        assert not audit._SIGN_ON_COMMIT  # no signature after each commit in a coordinator...
+        assert tasks._reconciler is not None and tasks._reconciler.is_alive()
+        try:
+            with transaction.atomic():
+                audit.audit_record(actor=None, action="alliance.test_event", payload={"n": 1})
+            newest = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first()
+            latest = None
+            deadline = timezone.now() + datetime.timedelta(seconds=30)
+            while timezone.now() < deadline:  # ...but one from a reconciler's pass
+                latest = audit_checkpoint_latest()
+                if latest is not None and latest.size == newest:
+                    break
+                tasks._reconciler.stopped.wait(0.05)
+            assert latest is not None and latest.size == newest
+        finally:
+            reconciler = tasks._reconciler
+            tasks.stop_reconciling()
+            if reconciler is not None:
+                reconciler.join(10)
+    finally:
+        audit.sign_on_commit(True)
