@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from portal.common import keys
-from projects.models import Round, SiteHeartbeat, TrainingRun
+from projects.models import Round, SiteHeartbeat, SiteRound, TrainingRun
 from tests.conftest import needs, require_postgres, wait_for
 from tests.projects.federation_setup import SITES, seed_medical
 from tests.projects.test_federated_runs import _purge, _worker_env, finished, launch
@@ -77,39 +77,52 @@ def private_redis(tmp_path):
     server.kill()
 
 
-def _processes(redis_url: str, logs: Path) -> list[subprocess.Popen]:
-    env = {
+def _env(redis_url: str) -> dict[str, str]:
+    return {
         **_worker_env(),
         "CELERY_BROKER_URL": redis_url,
         "FEDERATION_RECONCILE_SECONDS": "0.5",
         "FEDERATION_RESEND_SECONDS": "2",
         "PORTAL_PUBLIC_KEY": keys.portal_public_text(),
     }
+
+
+def _start(name: str, command: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     logs.mkdir(parents=True, exist_ok=True)
+    # The child keeps its own copy of the log's descriptor; ours closes at once.
+    with (logs / f"{name}.log").open("a") as out:
+        return subprocess.Popen(
+            command, cwd=Path(settings.BASE_DIR), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
-    def start(name: str, command: list[str]) -> subprocess.Popen:
-        # The child keeps its own copy of the log's descriptor; ours closes at once.
-        with (logs / f"{name}.log").open("w") as out:
-            return subprocess.Popen(
-                command, cwd=Path(settings.BASE_DIR), env=env, stdout=out, stderr=subprocess.STDOUT
-            )
 
-    coordinator = start(
+def _site(slug: str, redis_url: str, logs: Path) -> subprocess.Popen:
+    command = [
+        *(sys.executable, "manage.py", "run_site_worker", "--institution", slug),
+        *("--data-dir", str(Path(settings.SITE_DATA_ROOT) / slug), "--loglevel", "WARNING"),
+    ]
+    return _start(slug, command, _env(redis_url), logs)
+
+
+def _processes(redis_url: str, logs: Path) -> list[subprocess.Popen]:
+    coordinator = _start(
         "coordinator",
         [sys.executable, "-m", "celery", "-A", "portal", "worker", "--queues", "coordinator",
          "--pool", "solo", "--hostname", f"faults-{os.getpid()}@%h", "--loglevel", "WARNING"],
+        _env(redis_url),
+        logs,
     )  # fmt: skip
-    sites = [
-        start(
-            slug,
-            [
-                *(sys.executable, "manage.py", "run_site_worker", "--institution", slug),
-                *("--data-dir", str(Path(settings.SITE_DATA_ROOT) / slug), "--loglevel", "WARNING"),
-            ],
-        )
-        for slug in SITES
-    ]
-    return [coordinator, *sites]
+    return [coordinator, *(_site(slug, redis_url, logs) for slug in SITES)]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _show_logs(logs: Path) -> None:
@@ -152,13 +165,7 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
         _show_logs(tmp_path / "logs")
         raise
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes)
         _purge(["coordinator"])
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
     rounds = list(run.round_set.order_by("number"))
@@ -166,6 +173,58 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
     # After the restart every site worker consumed again (even one whose acknowledgement failed
     # as Redis died) and contributed to every round: none was dropped at a deadline.
     assert [r.contributors for r in rounds] == [3] * 8
+
+
+def test_a_site_worker_killed_mid_run_is_dropped_then_contributes_again_once_restarted(
+    transactional_db, tmp_path, private_redis
+):
+    """SIGKILL, as a crash or a pulled plug would: the message it held is never acknowledged.
+    Rounds go on at the deadline with the other two; the restarted worker is sent the open
+    round's task again (the reconciler's resend) and takes part in every later round."""
+    require_postgres()
+    medical = seed_medical(tmp_path / "alliance")
+    logs = tmp_path / "logs"
+    processes = _processes(private_redis.url, logs)
+    killed = SITES[0]
+    try:
+        wait_for(
+            lambda: SiteHeartbeat.objects.filter(institution__slug__in=SITES).count() == len(SITES),
+            timeout=180,
+            what="a heartbeat from each site",
+        )
+        run = launch(medical, rounds=6, round_deadline=8)
+        wait_for(
+            lambda: run.round_set.filter(status="succeeded").count() >= 2,
+            timeout=120,
+            what="two rounds",
+        )
+        site = processes[1 + SITES.index(killed)]
+        site.send_signal(signal.SIGKILL)
+        site.wait(10)
+        killed_at = run.round_set.filter(status="succeeded").count()
+        wait_for(  # a round closes at its deadline without it
+            lambda: run.round_set.filter(status="succeeded", contributors=2).exists(),
+            timeout=120,
+            what="a round without the killed site",
+        )
+        processes.append(_site(killed, private_redis.url, logs))
+        run = finished(run, timeout=240)
+    except AssertionError:
+        _show_logs(logs)
+        raise
+    finally:
+        _stop(processes)
+        _purge(["coordinator"])
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
+    rounds = list(run.round_set.order_by("number"))
+    assert [r.status for r in rounds] == [Round.Status.SUCCEEDED] * 6
+    assert all(r.contributors == 3 for r in rounds[:killed_at])
+    assert all(r.contributors >= 2 for r in rounds)
+    # Dropped at the deadline while away, and back for the last round.
+    assert SiteRound.objects.filter(
+        round__run=run, institution__slug=killed, status=SiteRound.Status.DROPPED
+    ).exists()
+    assert rounds[-1].contributors == 3
 
 
 def test_a_failed_acknowledgement_does_not_stop_a_worker_consuming(private_redis):
