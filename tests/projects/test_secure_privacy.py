@@ -364,3 +364,12 @@ def test_the_run_and_ledger_pages_say_the_run_was_secure_and_private(medical, cl
     assert "Of which securely aggregated" in ledger
     detail = client.get(reverse("privacy-dataset", args=[own.pk])).content.decode()
     assert detail.count("Secure: the coordinator saw only the masked input and the sum") == 2
+    # and the API says the same
+    [row] = [
+        r
+        for r in client.get(reverse("api:privacy-ledger")).json()["results"]
+        if r["dataset"] == own.pk
+    ]
+    assert row["spends"] == row["secure_spends"] == 2
+    answer = client.get(reverse("api:privacy-ledger-dataset", args=[own.pk])).json()
+    assert [s["secure_aggregation"] for s in answer["spends"]] == [True, True]
