@@ -10,6 +10,7 @@ what is spent, what the run needs, and whether the two together stay within the 
 ceiling. A run stays exactly at the ceiling is allowed; a hair above is refused.
 """
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -329,15 +330,19 @@ def run_privacy_spent(run: TrainingRun) -> list[RunSpend]:
         .order_by("dataset__institution__name", "dataset_id", "round_number")
     ):
         by_dataset.setdefault(spend.dataset_id, []).append(spend)
-    return [
-        RunSpend(
-            dataset=spends[0].dataset,
-            rounds=len(spends),
-            epsilon=privacy.epsilon(_events(spends), spends[0].delta),
-            delta=spends[0].delta,
+    result = []
+    for spends in by_dataset.values():
+        # A run's rounds at one dataset are one event repeated: composed once, with its count.
+        counts = Counter(event for event, _one in _events(spends))
+        result.append(
+            RunSpend(
+                dataset=spends[0].dataset,
+                rounds=len(spends),
+                epsilon=privacy.epsilon(counts.items(), spends[0].delta),
+                delta=spends[0].delta,
+            )
         )
-        for spends in by_dataset.values()
-    ]
+    return result
 
 
 def ledger_institution(actor: AbstractBaseUser, slug: str | None = None) -> Institution:
