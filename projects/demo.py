@@ -3,7 +3,7 @@
 ``seed_demo`` calls ``seed_projects`` after ``seed_alliance`` has made the demo institutions and
 their people (``<slug>-admin``, ``-steward``, ``-researcher``, ``-viewer``). Every act goes
 through a service, so the demo has the audit trail, the object permissions and the stages that
-real use would give it. Three problems show every state a newcomer should see:
+real use would give it. Four problems show every state a newcomer should see:
 
 - ``breast-cancer-malignancy`` (medicine, listed): three hospitals contribute, a university
   validates; revision 2 ratified by all; three datasets registered; agreement v1 effective, so the
@@ -12,7 +12,12 @@ real use would give it. Three problems show every state a newcomer should see:
   waiting for one steward; revision 2 waiting for one ratification (so *proposed* again); a
   university asks to join as validator;
 - ``platform-crowding-15min`` (transport, invitation only): ratified by its proposer, the
-  university invited as validator and not answered yet.
+  university invited as validator and not answered yet;
+- ``diabetes-progression-1y`` (medicine, listed): the three hospitals contribute under an
+  agreement that requires secure aggregation and sets an epsilon ceiling of 8 per dataset; its
+  first run (with ``seed_demo``'s run) was securely aggregated and differentially private, so
+  the hospitals' privacy budget ledgers have spends and the run page shows what the
+  coordinator saw.
 
 Each problem is built in one transaction, and only when it does not exist yet: running the seed
 again changes nothing and writes no audit event. The sites' CSV files are written every time
@@ -54,6 +59,7 @@ User = get_user_model()
 BREAST_CANCER = "breast-cancer-malignancy"
 SPINDLE = "spindle-failure-7d"
 CROWDING = "platform-crowding-15min"
+DIABETES = "diabetes-progression-1y"
 
 NORTH = "taipei-north-hospital"
 HARBOUR = "kaohsiung-harbour-hospital"
@@ -66,10 +72,12 @@ METRO = "metro-taipei"
 BREAST_CANCER_FILE = "breast_cancer.csv"
 HOLDOUT_FILE = "breast_cancer_holdout.csv"
 SPINDLE_FILE = "spindle_sensors.csv"
+DIABETES_FILE = "diabetes_followup.csv"
 
 # Fixed seeds: the same split and the same synthetic rows, hence the same files, on every run.
 BREAST_CANCER_SEED = 20240611
 SPINDLE_SEED = 7
+DIABETES_SEED = 20250301
 HOLDOUT_SHARE = 0.2
 # Each hospital's share of the (non-held-out) malignant and benign rows: uneven sizes and mixes.
 # The last hospital takes what is left.
@@ -217,6 +225,61 @@ def write_spindle_files(sites_dir: Path) -> dict[str, Path]:
         files[slug] = _write_csv(sites_dir / slug / SPINDLE_FILE, header, rows)
         start += count
     return files
+
+
+# scikit-learn's diabetes set, unscaled: the column it calls each feature, and ours.
+DIABETES_COLUMNS = [
+    ("age", "age", "years"),
+    ("sex", "sex", ""),
+    ("bmi", "body_mass_index", "kg/m²"),
+    ("bp", "mean_blood_pressure", "mmHg"),
+    ("s1", "total_cholesterol", "mg/dL"),
+    ("s2", "ldl_cholesterol", "mg/dL"),
+    ("s3", "hdl_cholesterol", "mg/dL"),
+    ("s4", "cholesterol_hdl_ratio", ""),
+    ("s5", "log_triglycerides", ""),
+    ("s6", "glucose", "mg/dL"),
+]
+DIABETES_LABEL = "progressed"
+# A progression score above this a year after baseline counts as marked progression (the
+# median of the set's scores, so the two classes are even).
+DIABETES_CUTOFF = 140
+DIABETES_SHARES = {NORTH: 0.45, HARBOUR: 0.3, TAICHUNG: None}
+
+
+@dataclass(frozen=True)
+class DiabetesData:
+    bounds: dict[str, float]
+    files: dict[str, Path]  # institution slug -> CSV file
+
+
+def write_diabetes_files(sites_dir: Path) -> DiabetesData:
+    """Deal scikit-learn's diabetes patients (unscaled) between the three hospitals.
+
+    ``progressed`` is 1 when the disease progression score a year after baseline is above
+    ``DIABETES_CUTOFF``.
+    """
+    from sklearn.datasets import load_diabetes  # imported here: only the seed needs it
+
+    bunch = load_diabetes(scaled=False)
+    text = [[_number(value) for value in row] for row in bunch.data]
+    written = np.array([[float(value) for value in row] for row in text])
+    names = [ours for _theirs, ours, _unit in DIABETES_COLUMNS]
+    bounds = {
+        name: _round_bound(float(high))
+        for name, high in zip(names, written.max(axis=0), strict=True)
+    }
+    progressed = (bunch.target > DIABETES_CUTOFF).astype(int)
+    order = [int(i) for i in np.random.RandomState(DIABETES_SEED).permutation(len(progressed))]
+    header = [*names, DIABETES_LABEL]
+    files: dict[str, Path] = {}
+    start = 0
+    for slug, share in DIABETES_SHARES.items():
+        end = len(order) if share is None else start + round(share * len(order))
+        rows = [[*text[i], str(int(progressed[i]))] for i in sorted(order[start:end])]
+        files[slug] = _write_csv(sites_dir / slug / DIABETES_FILE, header, rows)
+        start = end
+    return DiabetesData(bounds=bounds, files=files)
 
 
 def file_sha256(path: Path) -> str:
@@ -460,6 +523,102 @@ def _breast_cancer(data: BreastCancerData) -> None:
         ),
     )
     _approve(version, HARBOUR, NORTH, TAICHUNG)
+
+
+# --- The second medical problem: secure aggregation and differential privacy -------------------
+
+DIABETES_EPSILON_CEILING = 8.0
+
+
+def _diabetes(data: DiabetesData) -> None:
+    features: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "type": "numeric",
+            "unit": unit,
+            "min": 0,
+            "max": data.bounds[name],
+            "required": True,
+        }
+        for _theirs, name, unit in DIABETES_COLUMNS
+    ]
+    features.append(
+        {"name": DIABETES_LABEL, "type": "categorical", "categories": ["0", "1"], "required": True}
+    )
+    problem = services.problem_propose(
+        actor=_person(TAICHUNG, "researcher"),
+        slug=DIABETES,
+        title="Diabetes progression within a year",
+        sector="medicine",
+        summary=(
+            "Predict whether a diabetes patient's disease will progress markedly within a year "
+            "(a progression score above 140) from ten baseline measurements: age, sex, body-mass "
+            "index, mean blood pressure and six blood-serum measurements. The demo data is the "
+            "diabetes set that scikit-learn ships (442 patients; Efron et al., 2004), unscaled "
+            "and dealt between three hospitals. These are patient records: the agreement "
+            "requires every round to be securely aggregated and every run to be differentially "
+            "private, within epsilon 8 per dataset across all runs."
+        ),
+        question="Will this patient's progression score a year from now be above 140?",
+        task_type="binary",
+        label_column=DIABETES_LABEL,
+        features=features,
+        metric="roc_auc",
+        threshold=0.75,
+    )
+    _request_and_accept(
+        problem,
+        NORTH,
+        "contributor",
+        "Our endocrinology clinic follows its diabetes patients yearly; we will contribute.",
+    )
+    harbour = _invite(
+        problem, HARBOUR, "contributor", "Your metabolic clinic's follow-ups would help."
+    )
+    services.participation_accept(actor=_person(HARBOUR, "admin"), participation=harbour)
+    _ratify(problem, TAICHUNG, NORTH, HARBOUR)
+    for slug, (name, _start, _end) in HOSPITAL_DATA.items():
+        _register(
+            problem,
+            slug,
+            data.files[slug],
+            label=DIABETES_LABEL,
+            name=f"Diabetes follow-up, {name}",
+            description=(
+                "Baseline measurements of diabetes patients and whether their disease "
+                "progressed markedly within a year. Demo shard of scikit-learn's diabetes data."
+            ),
+            personal_data=True,
+            legal_basis=(
+                "Personal Data Protection Act, art. 6(1)(4): medical research on "
+                "de-identified records, approved by the hospital's institutional review board."
+            ),
+            collection_start=datetime.date(2021, 1, 1),
+            collection_end=datetime.date(2024, 12, 31),
+        )
+    version = services.agreement_draft(
+        actor=_person(TAICHUNG, "researcher"),
+        problem=_fresh(problem),
+        purpose=(
+            "Train a classifier of marked diabetes progression for research on follow-up "
+            "scheduling; no patient is treated on its output."
+        ),
+        model_families=["logistic_regression"],
+        min_contributors=2,
+        secure_aggregation=True,
+        dp_max_epsilon=DIABETES_EPSILON_CEILING,
+        download_scope="participants",
+        commercial_use=False,
+        revenue_sharing="",
+        expires_on=_in_a_year(),
+        clauses=(
+            "1. No hospital's update is ever seen alone: every round is securely aggregated.\n"
+            "2. Every run trains with differential privacy at each hospital; no dataset may "
+            "spend more than epsilon 8 across all runs.\n"
+            "3. No attempt is made to re-identify a patient from a model."
+        ),
+    )
+    _approve(version, TAICHUNG, NORTH, HARBOUR)
 
 
 # --- The manufacturing problem ------------------------------------------------------------------
@@ -730,28 +889,67 @@ def seed_first_run(sites_dir: Path) -> TrainingRun | None:
     return run
 
 
+# The demo's securely aggregated, differentially private run: few rounds, so seeding stays quick.
+SECURE_RUN: dict[str, Any] = {
+    "rounds": 5,
+    "local_epochs": 5,
+    "feature_scaling": "standardise",
+    "secure_aggregation": True,
+    "dp_options": {"epsilon": 3.0, "clip_norm": 1.0},
+}
+
+
+def seed_secure_run(sites_dir: Path) -> TrainingRun | None:
+    """The diabetes problem's first run, securely aggregated and differentially private, played
+    in this process like the breast-cancer run: every site trains with DP-SGD, masks its change,
+    and the ledger charges each hospital's dataset for every round."""
+    from projects.services.runs import LaunchConfig
+    from projects.services.runs.local import run_in_this_process
+
+    problem = Problem.objects.get(slug=DIABETES)
+    if problem.runs.exists():
+        return None
+    with transaction.atomic():
+        run = run_in_this_process(
+            actor=_person(TAICHUNG, "researcher"),
+            problem=problem,
+            config=LaunchConfig(**SECURE_RUN),
+            sites_dir=sites_dir,
+        )
+        if run.status != TrainingRun.Status.SUCCEEDED:
+            raise CommandError(
+                f"The demo's secure run did not succeed ({run.status}): {' '.join(run.reasons)}"
+            )
+    return run
+
+
 def seed_projects(*, var_dir: Path, with_run: bool = True) -> list[Problem]:
     """Write the sites' files and keys and build the demo problems; return them, medical first.
 
-    ``with_run``: also train, certify and release the breast-cancer problem's first run.
+    ``with_run``: also train, certify and release the breast-cancer problem's first run, and
+    train the diabetes problem's secure, differentially private run.
     """
     sites_dir = Path(var_dir) / "sites"
     breast_cancer = write_breast_cancer_files(sites_dir)
+    diabetes = write_diabetes_files(sites_dir)
     spindle = write_spindle_files(sites_dir)
     seed_site_keys(sites_dir)
     with notifications_muted():
         _once(BREAST_CANCER, lambda: _breast_cancer(breast_cancer))
+        _once(DIABETES, lambda: _diabetes(diabetes))
         _once(SPINDLE, lambda: _spindle(spindle))
         _once(CROWDING, _crowding)
         if with_run:
             seed_first_run(sites_dir)
+            seed_secure_run(sites_dir)
+    slugs = (BREAST_CANCER, DIABETES, SPINDLE, CROWDING)
     by_slug = {
         p.slug: p
-        for p in Problem.objects.filter(slug__in=[BREAST_CANCER, SPINDLE, CROWDING])
+        for p in Problem.objects.filter(slug__in=slugs)
         .select_related("proposer")
         .prefetch_related("agreements")
     }
-    return [by_slug[slug] for slug in (BREAST_CANCER, SPINDLE, CROWDING) if slug in by_slug]
+    return [by_slug[slug] for slug in slugs if slug in by_slug]
 
 
 def summary_line(problem: Problem) -> str:

@@ -44,6 +44,7 @@ from projects.permissions import (
     may_download,
 )
 from projects.selectors import problem_run
+from projects.services.privacy import run_privacy_spent
 from projects.services.runs import (
     DEFAULT_FAMILY_OPTIONS,
     DEFAULTS,
@@ -420,6 +421,7 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     context["verdict"] = final_verdict(run)
     context["run_finished"] = run.is_finished  # the launch message is over with the run
     context["secure_rounds"] = secure_rounds_seen(run) if run.secure_aggregation else []
+    context["privacy_spent"] = run_privacy_spent(run) if (run.spec or {}).get("dp") else []
     return render(request, "projects/run_detail.html", context)
 
 

@@ -35,12 +35,22 @@ class LedgerRowSerializer(serializers.Serializer):
     )
     remaining = serializers.FloatField(allow_null=True)
     spends = serializers.IntegerField(help_text=gettext_lazy("Rounds that spent from it."))
+    secure_spends = serializers.IntegerField(
+        help_text=gettext_lazy(
+            "Of those, rounds of securely aggregated runs: the coordinator saw only the "
+            "dataset's masked input and the sum."
+        )
+    )
 
 
 class PrivacySpendSerializer(serializers.ModelSerializer):
     problem = serializers.SlugField(source="run.problem.slug")
     run = serializers.IntegerField(source="run.number")
     dataset = serializers.IntegerField(source="dataset.pk")
+    secure_aggregation = serializers.BooleanField(
+        source="run.secure_aggregation",
+        help_text=gettext_lazy("The round was securely aggregated (a masked input was charged)."),
+    )
 
     class Meta:
         model = PrivacySpend
@@ -57,6 +67,7 @@ class PrivacySpendSerializer(serializers.ModelSerializer):
             "epsilon",
             "epsilon_total",
             "accountant",
+            "secure_aggregation",
             "created_at",
         ]
         read_only_fields = fields

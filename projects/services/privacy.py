@@ -10,6 +10,7 @@ what is spent, what the run needs, and whether the two together stay within the 
 ceiling. A run stays exactly at the ceiling is allowed; a hair above is refused.
 """
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -204,10 +205,30 @@ def budget_projections(
     ]
 
 
+def _left_its_site(run: TrainingRun, site: SiteRound) -> bool:
+    """Whether the site's noisy update reached the coordinator this round.
+
+    A plain round: the site answered with an update (contributed, or rejected after arriving).
+    A secure round keeps no update, only what the protocol recorded: a site whose masked input
+    the coordinator received (its ``masked`` answer, kept when the round closes or fails) was
+    in the sum, or would have been; the DP-SGD noise was added before masking, so the masked
+    input spends its dataset's budget like a plain update.
+    """
+    if site.dataset_id is None:
+        return False
+    if run.secure_aggregation:
+        return "masked" in (site.secagg or {})
+    answered = site.status in (SiteRound.Status.CONTRIBUTED, SiteRound.Status.REJECTED)
+    return answered and bool(site.update_sha256)
+
+
 def privacy_spend_round(*, round_: Round, sites: Sequence[SiteRound]) -> list[PrivacySpend]:
     """Record the privacy event of every dataset whose noisy update left its site this round.
 
-    Inside the caller's transaction (the round's close). A round closed twice records once.
+    Inside the caller's transaction (the round's close, a secure round's failure or the run's
+    cancellation). A round recorded twice records once. In a secure round the datasets are
+    those whose masked input the coordinator received (``_left_its_site``): the survivors summed
+    when it closed, and every one whose masked input had arrived when it failed.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("privacy_spend_round() runs inside the round's closing transaction.")
@@ -225,8 +246,7 @@ def privacy_spend_round(*, round_: Round, sites: Sequence[SiteRound]) -> list[Pr
         .values_list("pk", flat=True)
     )
     for site in sites:
-        answered = site.status in (SiteRound.Status.CONTRIBUTED, SiteRound.Status.REJECTED)
-        if not answered or not site.update_sha256 or site.dataset_id is None:
+        if not _left_its_site(run, site):
             continue
         dataset = site.dataset
         if PrivacySpend.objects.filter(
@@ -274,6 +294,10 @@ def privacy_spend_round(*, round_: Round, sites: Sequence[SiteRound]) -> list[Pr
                 "epsilon_total": spend.epsilon_total,
                 "ceiling": dp.ceiling,
                 "accountant": ACCOUNTANT,
+                # What the spend rests on: the update's hash, or in a secure round the masked
+                # input's (the coordinator never held the update itself).
+                "secure_aggregation": run.secure_aggregation,
+                "update_sha256": site.update_sha256,
             },
         )
         spends.append(spend)
@@ -281,6 +305,44 @@ def privacy_spend_round(*, round_: Round, sites: Sequence[SiteRound]) -> list[Pr
 
 
 # --- Reading the ledger ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpend:
+    """What one run spent of one dataset's budget: its rounds there, composed."""
+
+    dataset: Dataset
+    rounds: int
+    epsilon: float  # this run's spends on the dataset, composed (Rényi DP) at ``delta``
+    delta: float
+
+
+def run_privacy_spent(run: TrainingRun) -> list[RunSpend]:
+    """Each dataset the run spent on, with the run's own epsilon there, in one query.
+
+    Only this run's spends: the dataset's whole ledger (every run composed) is its
+    institution's to read, on the ledger's pages.
+    """
+    by_dataset: dict[int, list[PrivacySpend]] = {}
+    for spend in (
+        PrivacySpend.objects.filter(run=run)
+        .select_related("dataset__institution")
+        .order_by("dataset__institution__name", "dataset_id", "round_number")
+    ):
+        by_dataset.setdefault(spend.dataset_id, []).append(spend)
+    result = []
+    for spends in by_dataset.values():
+        # A run's rounds at one dataset are one event repeated: composed once, with its count.
+        counts = Counter(event for event, _one in _events(spends))
+        result.append(
+            RunSpend(
+                dataset=spends[0].dataset,
+                rounds=len(spends),
+                epsilon=privacy.epsilon(counts.items(), spends[0].delta),
+                delta=spends[0].delta,
+            )
+        )
+    return result
 
 
 def ledger_institution(actor: AbstractBaseUser, slug: str | None = None) -> Institution:
@@ -304,6 +366,7 @@ class LedgerRow:
     spent: float
     ceiling: float | None
     spends: int
+    secure_spends: int = 0  # spends in securely aggregated runs: only masked inputs were seen
 
     @property
     def remaining(self) -> float | None:
@@ -327,6 +390,13 @@ def privacy_ledger(institution: Institution) -> list[LedgerRow]:
             spend_count=Subquery(
                 same.order_by().values("institution").annotate(n=Count("pk")).values("n")[:1]
             ),
+            secure_count=Subquery(
+                same.filter(run__secure_aggregation=True)
+                .order_by()
+                .values("institution")
+                .annotate(n=Count("pk"))
+                .values("n")[:1]
+            ),
             ceiling=Subquery(
                 AgreementVersion.objects.filter(
                     problem=OuterRef("problem"), status=AgreementVersion.Status.EFFECTIVE
@@ -341,6 +411,7 @@ def privacy_ledger(institution: Institution) -> list[LedgerRow]:
             spent=d.spent or 0.0,  # type: ignore[attr-defined]
             ceiling=d.ceiling,  # type: ignore[attr-defined]
             spends=d.spend_count or 0,  # type: ignore[attr-defined]
+            secure_spends=d.secure_count or 0,  # type: ignore[attr-defined]
         )
         for d in datasets
     ]

@@ -205,9 +205,16 @@ def _secure(
     timings: dict[str, float],
     started: float,
 ) -> Envelope[SiteReply]:
-    """One stage of a securely aggregated round; raises SecAggFailure or ProtocolError."""
+    """One stage of a securely aggregated round; raises SecAggFailure or ProtocolError.
+
+    The masked stage trains: with differential privacy the site's own ledger is asked first,
+    as for a plain round, and the spend recorded once the masked input is ready to leave.
+    """
     message = envelope.body
+    spend = _admit_privacy(identity, message) if message.stage == "masked" else None
     answer, fields, attachment = secure_answer(identity, envelope, path)
+    if spend is not None:
+        spend()
     reply = SiteReply.answering(
         message,
         identity.kid,

@@ -20,6 +20,8 @@ TERMS = {
     "min_contributors": {"min_contributors": 3},
     "secure_aggregation": {"secure_aggregation": True},
     "dp_ceiling": {"dp_max_epsilon": 4.0},
+    # Both at once: a run must be securely aggregated and differentially private.
+    "secure_dp_ceiling": {"secure_aggregation": True, "dp_max_epsilon": 4.0},
     "plain": {},
 }
 # Runs that ask for what the terms allow or refuse.
@@ -29,6 +31,13 @@ CONFIGS = {
     "one_contributor": dataclasses.replace(BASE, min_contributors=1),
     "dp_within": dataclasses.replace(BASE, dp_options={"epsilon": 3.0}),
     "dp_beyond": dataclasses.replace(BASE, dp_options={"epsilon": 6.0}),
+    "secure": dataclasses.replace(BASE, secure_aggregation=True),
+    "secure_dp_within": dataclasses.replace(
+        BASE, secure_aggregation=True, dp_options={"epsilon": 3.0}
+    ),
+    "secure_dp_beyond": dataclasses.replace(
+        BASE, secure_aggregation=True, dp_options={"epsilon": 6.0}
+    ),
 }
 
 
@@ -75,6 +84,13 @@ def test_the_policy_check_and_the_launch_agree_over_every_term(scenario, api_as,
         assert any(not allowed for allowed, _ in answers.values()), term
     if term in ("families", "dp_ceiling", "plain"):
         assert any(allowed for allowed, _ in answers.values()), term
+    if term in ("secure_aggregation", "secure_dp_ceiling", "dp_ceiling", "plain"):
+        # Secure aggregation and differential privacy together: one run, allowed by both.
+        assert answers["secure_dp_within"] == (True, []), term
+    if term == "secure_dp_ceiling":
+        # A DP run within the ceiling, secure because the agreement makes every run secure.
+        allowed = sorted(name for name, (ok, _) in answers.items() if ok)
+        assert allowed == ["dp_within", "secure_dp_within"], allowed
 
 
 def test_a_dp_ceiling_is_honoured_by_a_launch_with_differential_privacy(ready_dp):

@@ -218,3 +218,16 @@ def test_a_run_that_keeps_more_rows_aside_spends_more_per_round(spent):
         for share in (0.0, 0.2, 0.5)
     ]
     assert events[0].sampling_rate < events[1].sampling_rate < events[2].sampling_rate
+
+
+def test_a_cancelled_round_charges_the_updates_that_had_arrived(medical):
+    """What left a site spent its budget, even when the run is cancelled before the round
+    closes; the sites that had not answered spent nothing."""
+    run = launch(medical, LaunchConfig(rounds=1, local_epochs=1, dp_options={"epsilon": 2.0}))
+    runs.run_advance(run.pk)
+    runs.update_receive(answer(run, SITES[0]))
+    assert not PrivacySpend.objects.filter(run=run).exists()
+    runs.run_cancel(actor=User.objects.get(username=RESEARCHER), run=run)
+    [spend] = PrivacySpend.objects.filter(run=run)
+    assert spend.institution.slug == SITES[0] and spend.round_number == 1
+    assert AuditEvent.objects.filter(action="privacy.spent", payload__run=run.number).count() == 1

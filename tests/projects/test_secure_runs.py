@@ -112,13 +112,11 @@ def test_strategies_needing_individual_updates_are_refused_under_secure_aggregat
     assert not launch(medical, rounds=1, strategy=strategy).secure_aggregation
 
 
-def test_differential_privacy_is_not_combined_with_secure_aggregation_yet(medical) -> None:
+def test_differential_privacy_combines_with_secure_aggregation(medical) -> None:
+    """The ledger and the site's own ledger follow it: tests/projects/test_secure_privacy.py."""
     require_secure(medical)
-    with pytest.raises(ApplicationError) as caught:
-        launch(medical, rounds=1, dp_options={"epsilon": 3.0})
-    assert "cannot be combined" in " ".join(caught.value.extra["reasons"])
-    medical.agreements.filter(status="effective").update(secure_aggregation=False)
-    assert launch(medical, rounds=1, dp_options={"epsilon": 3.0}).spec["dp"]["epsilon"] == 3.0
+    run = launch(medical, rounds=1, dp_options={"epsilon": 3.0})
+    assert run.secure_aggregation and run.spec["dp"]["epsilon"] == 3.0
 
 
 def test_a_secure_run_trains_as_the_plain_run_does_within_quantisation(medical) -> None:

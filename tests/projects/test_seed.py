@@ -8,20 +8,26 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.urls import reverse
 
 from alliance.models import AuditEvent
 from alliance.services import audit_verify
-from projects.demo import BREAST_CANCER, CROWDING, SPINDLE
+from projects.demo import BREAST_CANCER, CROWDING, DIABETES, SPINDLE
 from projects.models import (
     AgreementVersion,
     Dataset,
     Participation,
+    PrivacySpend,
     Problem,
     ProblemRevision,
     SiteKey,
+    SiteRound,
+    TrainingRun,
 )
 from projects.permissions import problem_visible_to
+from projects.run_views import run_url
 from projects.selectors import inbox_for
+from projects.services.privacy import privacy_ledger
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +66,7 @@ def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
     output = _seed(settings, tmp_path)
 
     problems = {p.slug: p for p in Problem.objects.all()}
-    assert set(problems) == {BREAST_CANCER, SPINDLE, CROWDING}
+    assert set(problems) == {BREAST_CANCER, DIABETES, SPINDLE, CROWDING}
     medical, spindle, crowding = problems[BREAST_CANCER], problems[SPINDLE], problems[CROWDING]
     # Its first run trained, was certified on the university's held-out rows and released.
     assert medical.stage == Problem.Stage.RELEASED
@@ -107,6 +113,7 @@ def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
     }
     assert statuses == {
         (BREAST_CANCER, 1): AgreementVersion.Status.EFFECTIVE,
+        (DIABETES, 1): AgreementVersion.Status.EFFECTIVE,
         (SPINDLE, 1): AgreementVersion.Status.EFFECTIVE,
         (SPINDLE, 2): AgreementVersion.Status.PENDING,
     }
@@ -174,12 +181,87 @@ def test_seed_demo_builds_problems_in_every_state(settings, tmp_path):
     assert audit_verify().ok
 
 
+def test_seed_demo_has_a_secure_and_differentially_private_run_with_its_ledger(
+    settings, tmp_path, client
+):
+    """The second medical problem: its agreement requires secure aggregation and sets an
+    epsilon ceiling; its one run was both, and every hospital's ledger has its spends."""
+    _seed(settings, tmp_path)
+    diabetes = Problem.objects.get(slug=DIABETES)
+    assert diabetes.sector == "medicine"
+    terms = AgreementVersion.objects.get(problem=diabetes, status="effective")
+    assert terms.secure_aggregation and terms.dp_max_epsilon == 8.0
+    assert sorted(a.institution.slug for a in terms.approvals.all()) == sorted(HOSPITALS)
+    datasets = list(Dataset.objects.filter(problem=diabetes).select_related("institution"))
+    assert sorted(d.institution.slug for d in datasets) == sorted(HOSPITALS)
+    for dataset in datasets:
+        path = tmp_path / "sites" / dataset.institution.slug / dataset.site_key
+        assert dataset.sha256 == _sha256(path) and dataset.personal_data
+
+    (run,) = diabetes.runs.all()
+    assert run.status == TrainingRun.Status.SUCCEEDED
+    assert run.secure_aggregation
+    dp = run.spec["dp"]
+    assert (dp["epsilon"], dp["ceiling"]) == (3.0, 8.0)
+    rounds = list(run.round_set.order_by("number"))
+    assert len(rounds) == run.rounds
+    for round_ in rounds:
+        seen = round_.secagg["seen"]
+        assert seen["survivors"] == sorted(HOSPITALS) and seen["masked_sum_sha256"]
+    # The coordinator kept no individual update: masked vectors' hashes and the sum only.
+    for site in SiteRound.objects.filter(round__run=run):
+        assert site.update == "" and site.sample_count is None and site.metrics == {}
+        assert set(site.secagg) == {"advertise", "masked"}
+
+    # One spend per dataset per round, each composed onto the ones before, within the run's
+    # epsilon; the ledger reads the same.
+    spends = PrivacySpend.objects.filter(run=run)
+    assert spends.count() == run.rounds * len(HOSPITALS)
+    for dataset in datasets:
+        own = list(spends.filter(dataset=dataset).order_by("round_number"))
+        assert [s.round_number for s in own] == list(range(1, run.rounds + 1))
+        assert own[0].epsilon_total < own[-1].epsilon_total <= 3.0
+        (row,) = [r for r in privacy_ledger(dataset.institution) if r.dataset == dataset]
+        assert row.spent == own[-1].epsilon_total and row.ceiling == 8.0
+        assert row.spends == row.secure_spends == run.rounds
+
+    # Audited: the launch (secure and private), each round's close (what the coordinator
+    # saw), each spend (secure, resting on the masked input's hash).
+    launched = AuditEvent.objects.get(action="run.launched", payload__problem=DIABETES)
+    assert launched.payload["secure_aggregation"] is True
+    assert launched.payload["differential_privacy"]["epsilon"] == 3.0
+    closed = AuditEvent.objects.filter(action="round.closed", payload__problem=DIABETES)
+    assert closed.count() == run.rounds
+    assert all("updates" not in e.payload and e.payload["secure_aggregation"] for e in closed)
+    spent = AuditEvent.objects.filter(action="privacy.spent", payload__problem=DIABETES)
+    assert spent.count() == run.rounds * len(HOSPITALS)
+    assert all(e.payload["secure_aggregation"] is True for e in spent)
+    assert audit_verify().ok
+
+    # A newcomer finds both on the pages.
+    client.force_login(_user("taichung-medical-centre-steward"))
+    page = client.get(run_url(run)).content.decode()
+    assert "Securely aggregated and differentially private." in page
+    assert "Differential privacy: epsilon spent per dataset" in page
+    ledger_page = client.get(reverse("privacy-ledger")).content.decode()
+    assert "Diabetes follow-up, Taichung Medical Centre" in ledger_page
+
+
 def test_seed_demo_twice_changes_nothing(settings, tmp_path):
     first_output = _seed(settings, tmp_path / "one")
     events = AuditEvent.objects.count()
     rows = {
         model: model.objects.count()
-        for model in (Problem, ProblemRevision, Participation, Dataset, AgreementVersion, SiteKey)
+        for model in (
+            Problem,
+            ProblemRevision,
+            Participation,
+            Dataset,
+            AgreementVersion,
+            SiteKey,
+            TrainingRun,
+            PrivacySpend,
+        )
     }
     keys = {p: p.read_text() for p in (tmp_path / "one" / "sites").glob("*/.site/*.key")}
     assert len(keys) == rows[SiteKey] > 0  # every demo site has its key, registered

@@ -19,7 +19,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--without-run",
             action="store_true",
-            help="Leave out the breast-cancer problem's first run (trained, certified, released).",
+            help=(
+                "Leave out the demo's runs: the breast-cancer problem's first run (trained, "
+                "certified, released) and the diabetes problem's secure, private run."
+            ),
         )
 
     def handle(self, *args: object, without_run: bool = False, **options: object) -> None:

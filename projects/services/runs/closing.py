@@ -114,7 +114,11 @@ def _fail(round_: Round, summary: dict, reason: str, timings: dict) -> None:
 
 def fail_round(round_: Round, sites: list[SiteRound], reason: str, *, secure: dict) -> None:
     """A secure round that cannot go on (caller's transaction): every site still in is
-    dropped, the masked vectors are cleared, and the round and the run fail with ``reason``."""
+    dropped, the masked vectors are cleared, and the round and the run fail with ``reason``.
+
+    The masked inputs that reached the coordinator left their sites with their DP-SGD noise in
+    them: their datasets' budgets are charged all the same, although nothing was unmasked.
+    """
     for s in sites:
         if s.status == SiteRound.Status.DISPATCHED:
             s.status = SiteRound.Status.DROPPED
@@ -122,6 +126,7 @@ def fail_round(round_: Round, sites: list[SiteRound], reason: str, *, secure: di
         s.update = ""
         s.secagg = {k: v for k, v in s.secagg.items() if k in ("advertise", "masked")}
     SiteRound.objects.bulk_update(sites, ["status", "reason", "update", "secagg"])
+    privacy_spend_round(round_=round_, sites=sites)
     round_.secagg = {
         "stage": "failed",
         "seen": {k: secure[k] for k in ("advertised", "u2", "u3") if k in secure},
@@ -168,7 +173,8 @@ def close_round(
         "updates": {s.institution.slug: s.update_sha256 for s in contributed},
     }
     round_.contributors = len(contributed)
-    # Every noisy update that left its site spent its dataset's budget, used or not.
+    # Every noisy update that left its site spent its dataset's budget, used or not (in a
+    # secure round: every masked input that arrived, each with its site's noise inside).
     privacy_spend_round(round_=round_, sites=sites)
     timings = _timings(round_, sites, contributed)
     _report_forged(round_)

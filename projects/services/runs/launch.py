@@ -422,15 +422,9 @@ def launch_plan(
             )
         except ApplicationError as exc:
             reasons.append(exc.message)
-    if secure and config.dp_options is not None:
-        # A secure round hides each site's update, and with it the record the ledger spends
-        # from: the two are not combined in one run until the ledger can account for it.
-        reasons.append(
-            _(
-                "Differential privacy and secure aggregation cannot be combined in one run yet: "
-                "launch a securely aggregated run without differential privacy."
-            )
-        )
+    # Differential privacy and secure aggregation combine: each site adds its DP-SGD noise
+    # before it masks its update, and the ledger charges every dataset whose masked input
+    # reached the coordinator (``privacy_spend_round``), so the same budget check holds.
     if spec is not None and not reasons:
         dp = _dp_spec(config, decision, reasons)
         if dp is not None:

@@ -23,7 +23,7 @@ from projects.federation.secagg import SecAggFailure
 from projects.models import Round, SiteRound, TrainingRun
 from projects.permissions import can_cancel
 from projects.services.policy import Exclusion, PolicyDecision, RunConfig, run_policy_check
-from projects.services.privacy import budget_projections, budget_reason
+from projects.services.privacy import budget_projections, budget_reason, privacy_spend_round
 from projects.services.runs import secure
 from projects.services.runs.closing import close_round, fail_run
 from projects.services.runs.dispatch import new_nonce, publish_safely, round_messages, seal
@@ -263,6 +263,13 @@ def run_cancel(*, actor: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
             )
         now = timezone.now()
         for round_ in open_rounds:
+            # What already left the sites spent its budget: the updates (or, in a secure
+            # round, the masked inputs) that arrived before the cancellation.
+            round_.run = run
+            privacy_spend_round(
+                round_=round_,
+                sites=list(round_.sites.select_related("institution", "dataset")),
+            )
             round_.status = Round.Status.CANCELLED
             round_.closed_at = now
             round_.reason = _("The run was cancelled.")
