@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.core import mail
 from django.db import connection
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from alliance.models import Role
@@ -139,6 +140,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
             # dropping the database (Playwright's event loop changes the context that holds
             # connections), so close it here.
             connection.close()
+
+
+@pytest.fixture(autouse=True)
+def _default_language_after_each_test():
+    """A request answered in another language leaves it active in this thread (LocaleMiddleware
+    does not switch back): a later test calling a service directly would read its messages in
+    that language. Each test ends where the next expects to start."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)
