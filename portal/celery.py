@@ -10,6 +10,8 @@ from kombu.transport import TRANSPORT_ALIASES
 
 # "filesystem://" (the embedded default) takes the transport that writes messages atomically.
 TRANSPORT_ALIASES["filesystem"] = "portal.common.broker:Transport"
+# Redis, as kombu's transport but with one client for a channel's commands (see there).
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "portal.common.broker:RedisTransport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

@@ -1,4 +1,5 @@
-"""The embedded default's file-system broker, with messages that appear whole.
+"""The brokers' transports: the embedded default's file system, with messages that appear
+whole, and Redis, without a new client object for every command.
 
 kombu's file-system transport creates a message file under its final name and then writes
 it; a worker polling in another process can take the file while it is still empty, fail to
@@ -9,9 +10,10 @@ into place, which is atomic on one file system.
 import os
 import uuid
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
@@ -32,3 +34,29 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+class RedisChannel(redis.Channel):
+    """kombu's Redis channel, keeping one client for its synchronous commands.
+
+    kombu makes a new ``redis.Redis`` object for every publish, acknowledgement and
+    bookkeeping pipeline (its constructor builds a table of ~170 reply callbacks), about a
+    quarter of a millisecond of CPU each, several times per task. The client holds no connection
+    of its own: it borrows from the channel's pool, which reconnects after a Redis restart. When
+    the channel replaces its pool (after a connection error), a new client is made for the new
+    pool.
+    """
+
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        client = self._sync_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._sync_client = super()._create_client()
+        return client
+
+
+class RedisTransport(redis.Transport):
+    Channel = RedisChannel
