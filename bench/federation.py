@@ -559,8 +559,14 @@ def scenario(
         tag = f"{len(slugs)}{'-secure' if secure else ''}"
         for index in range(repeat):
             log = logs / f"run-{tag}-{index + 1}.log"
+            before = [cpu_seconds(p.pid) for p in watched]
             run = launch(env, rounds, watched, log, secure=secure)
+            spent = [cpu_seconds(p.pid) - b for p, b in zip(watched, before, strict=True)]
             measured.append(timed_run(run, slugs))
+            measured[-1]["cpu_per_round"] = {
+                "coordinator": round(spent[0] / rounds, 6),
+                "sites": round(sum(spent[1:]) / rounds, 6),
+            }
         if heavy:
             log = logs / f"run-{tag}-heavy.log"
             run = launch(env, HEAVY["rounds"], watched, log, options=HEAVY, secure=secure)
@@ -587,6 +593,13 @@ def scenario(
         "median_period": summary["period"]["median"],
         "median_outside_compute": summary["outside_compute"]["median"],
         "median_overhead_incl_handoff": overhead,
+        # CPU seconds per round of the coordinator's worker and of all site workers together, over
+        # whole runs (launch, rounds, final scoring, notices): unlike wall time, hardly changed by
+        # other work on the machine.
+        "cpu_per_round": {
+            who: round(median(m["cpu_per_round"][who] for m in measured), 6)
+            for who in ("coordinator", "sites")
+        },
         "signatures": signatures,
         "check": {
             "final_params_equal": all(c["final_params_equal"] for c in checks),
@@ -931,6 +944,15 @@ def memory(env: dict[str, str], logs: Path, rounds: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_counters() -> tuple[float, float, float]:
     """(wall, CPU seconds busy on the whole machine, CPU seconds of the bench's processes)."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -1004,6 +1026,9 @@ def print_summary(result: dict[str, Any], path: Path | None) -> None:
             st = s[key]
             cells += f"{ms(st['median'])} ({ms(st['max']).strip():>6})".rjust(18)
         say(f"{label + ': median (max)':36}{cells}")
+    for who in ("coordinator", "sites"):
+        cells = "".join(f"{ms(s['cpu_per_round'][who])}".rjust(18) for s in scenarios)
+        say(f"{'  CPU per round, ' + who:36}{cells}")
     signed = "".join(f"{ms(s['signatures']['per_round'])}".rjust(18) for s in scenarios)
     say(f"{'  signing and verifying, per round':36}{signed}")
     checks = "".join(

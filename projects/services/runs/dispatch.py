@@ -129,10 +129,14 @@ def seal(messages: list[SiteMessage], params: bytes) -> list[Envelope[SiteMessag
 
 
 def publish(envelopes: list[Envelope[SiteMessage]]) -> None:
-    """Put each site's task on its own queue ``site.<slug>``."""
+    """Put each site's task on its own queue ``site.<slug>``.
+
+    In one batch: on Redis the round's messages go in one pipeline, one round trip rather than
+    one per site; a failure sends none of them, and the reconciler sends the round again.
+    """
     from projects.site_tasks import site_train_task
 
-    with site_train_task.app.producer_or_acquire() as producer:
+    with site_train_task.app.producer_or_acquire() as producer, producer.batch():
         for envelope in envelopes:
             wire: dict[str, Any] = envelope.to_wire()
             wire["sent_at"] = time.time()  # a timing annotation, outside the signature
