@@ -43,6 +43,28 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK_KEY])
 
 
+def _lock_chain_and_read_tail() -> tuple[int, str]:
+    """Take the chain's lock, then read its last event's number and hash (0 and the genesis
+    hash for an empty chain).
+
+    On PostgreSQL one round trip: the lock, then the read as a second statement, which under READ
+    COMMITTED sees every append committed before the lock was granted.
+    """
+    if connection.vendor != "postgresql":
+        _lock_chain()
+        last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        return last if last is not None else (0, GENESIS_HASH)
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT pg_advisory_xact_lock(%s); SELECT seq, hash FROM {table} "
+            "ORDER BY seq DESC LIMIT 1",
+            [_AUDIT_LOCK_KEY],
+        )
+        row = cursor.fetchone()
+    return (int(row[0]), row[1]) if row is not None else (0, GENESIS_HASH)
+
+
 def audit_record(
     *,
     actor: AbstractBaseUser | AnonymousUser | None,
@@ -66,10 +88,9 @@ def audit_record(
     # Normalise the payload to plain JSON now, so the hash covers what the database returns.
     clean_payload = json.loads(json.dumps(payload or {}, cls=DjangoJSONEncoder))
 
-    _lock_chain()
-    last = AuditEvent.objects.order_by("-seq").only("seq", "hash").first()
+    last_seq, last_hash = _lock_chain_and_read_tail()
     event = AuditEvent(
-        seq=(last.seq + 1) if last else 1,
+        seq=last_seq + 1,
         created_at=timezone.now(),
         actor=actor,
         actor_username=actor.get_username() if actor is not None else "",
@@ -80,7 +101,7 @@ def audit_record(
         target_id=str(target.pk) if target is not None else "",
         target_label=str(target)[:255] if target is not None else "",
         payload=clean_payload,
-        prev_hash=last.hash if last else GENESIS_HASH,
+        prev_hash=last_hash,
     )
     event.hash = event.compute_hash()
     event.save()
