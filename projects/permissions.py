@@ -179,13 +179,18 @@ def _own_participation(problem: Problem, institution_id: int) -> tuple[str, str]
     return tuple(row) if row else None  # type: ignore[return-value]
 
 
+def _perms_with_problem(actor: User) -> bool:
+    """Whether ``_with_own_perms`` reads the actor's permissions with the problem."""
+    return connection.vendor == "postgresql" and actor.is_active and not actor.is_superuser
+
+
 def _with_own_perms(problems: QuerySet[Problem], actor: User) -> QuerySet[Problem]:
     """``problems``, each read with the actor's object permissions on it (``group_perms`` and
     ``user_perms``: codenames), as ``problem_perms`` reads them, so that a member's page does
     not ask for them in a query of its own. PostgreSQL (arrays); elsewhere unchanged, and
     ``problem_perms`` asks. Only for an active person who is not a superuser: the others'
     permissions do not come from these grants (``problem_perms``)."""
-    if connection.vendor != "postgresql" or not actor.is_active or actor.is_superuser:
+    if not _perms_with_problem(actor):
         return problems
     granted = {
         "content_type": ContentType.objects.get_for_model(Problem),
@@ -223,18 +228,26 @@ def access_problem(actor: User | None, slug: str, *, perm: str | None = None) ->
     invitation-only problems; a visible problem without ``perm`` is a 403. Acting also needs an
     active membership of an admitted institution (staff read everything but act for nobody).
     """
-    problems = problem_visible_to(actor).filter(slug=slug)
     member = actor is not None and actor.is_authenticated and not actor.is_staff
-    if member:
-        problems = with_own_participation(problems, actor)
-        problems = _with_own_perms(problems, actor)
-    problem = problems.first()
+    if member and _perms_with_problem(actor):  # type: ignore[arg-type]
+        # The problem by slug, read with the member's part in it and their permissions on it;
+        # visible when listed or when they may view it (problem_visible_to's rule, decided
+        # here on the one row rather than by a subquery over every problem they may view).
+        problems = Problem.objects.select_related("proposer").filter(slug=slug)
+        problem = _with_own_perms(with_own_participation(problems, actor), actor).first()  # type: ignore[arg-type]
+        if problem is not None:
+            perms = set(problem.group_perms) | set(problem.user_perms)  # type: ignore[attr-defined]
+            # What problem_perms would otherwise ask in a query of its own.
+            problem._actor_perms = (actor.pk, perms)  # type: ignore[attr-defined, union-attr]
+            if problem.visibility != Problem.Visibility.LISTED and "view_problem" not in perms:
+                problem = None
+    else:
+        problems = problem_visible_to(actor).filter(slug=slug)
+        if member:
+            problems = with_own_participation(problems, actor)  # type: ignore[arg-type]
+        problem = problems.first()
     if problem is None:
         raise Http404(_("No such problem."))
-    if member and hasattr(problem, "group_perms"):
-        # Read with the problem: what problem_perms would otherwise ask in a query of its own.
-        perms = set(problem.group_perms) | set(problem.user_perms)  # type: ignore[attr-defined]
-        problem._actor_perms = (actor.pk, perms)  # type: ignore[attr-defined, union-attr]
     if perm is not None:
         acting_membership(actor)
         if perm.split(".")[-1] not in problem_perms(actor, problem):  # type: ignore[arg-type]
