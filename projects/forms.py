@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from alliance.models import Institution, Sector
 from portal.common import inputs
+from portal.common.widgets import PlainSelect
 from projects.models import (
     DownloadScope,
     FeatureScaling,
@@ -304,6 +305,7 @@ class _ReadOnceChoiceIterator(forms.models.ModelChoiceIterator):
 
 class _ReadOnceChoiceField(forms.ModelChoiceField):
     iterator = _ReadOnceChoiceIterator
+    widget = PlainSelect  # a hundred institutions: no template per option
 
 
 class InviteParticipantForm(forms.Form):
