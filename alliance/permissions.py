@@ -13,9 +13,11 @@ everywhere at once, without those apps knowing about people.
 from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.translation import gettext as _
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
 from alliance.models import Institution, Membership, Role
@@ -91,6 +93,30 @@ def current_membership(
     ):
         return None
     return membership
+
+
+def has_object_perm(actor: User, perm: str, obj: Institution) -> bool:
+    """``actor.has_perm(perm, obj)`` as guardian answers it, in one query instead of two.
+
+    Guardian's checker reads a person's own grants and their groups' in two queries; here one
+    UNION reads both. With an object, Django's model backend grants nothing, so guardian's
+    answer is the whole answer: inactive people have no permission, superusers all.
+    """
+    if not actor.is_active:
+        return False
+    if actor.is_superuser:
+        return True
+    app_label, codename = perm.split(".", 1)
+    if app_label != obj._meta.app_label:
+        return False
+    granted = {
+        "content_type": ContentType.objects.get_for_model(obj),
+        "object_pk": str(obj.pk),
+        "permission__codename": codename,
+    }
+    by_group = GroupObjectPermission.objects.filter(group__user=actor, **granted).values("pk")
+    by_user = UserObjectPermission.objects.filter(user=actor, **granted).values("pk")
+    return by_group.union(by_user).exists()
 
 
 def require_people_manager(actor: User | None, membership: Membership | None = None) -> Membership:

@@ -31,10 +31,8 @@ import argparse
 import datetime
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,20 +40,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# A sibling script, not a package: found through the path above.
-from federation import (
-    BenchFailed,
-    cpu_counters,
-    cpu_share,
-    manage,
-    portal_env,
-    release_database,
-    save_results,
-    say,
-    scheme,
-    setup_django,
-    throwaway_database,
-)
+# Sibling scripts, not a package: found through the path above.
+from federation import BenchFailed, cpu_counters, cpu_share, save_results, say
+from seeded import database_kind, seed_args, seeded_alliance
 
 TARGET = 100_000  # events a second
 
@@ -70,7 +57,7 @@ def measures() -> dict[str, Callable[[], int]]:
     from alliance import tlog
     from alliance.models import AuditEvent, AuditLogHead, AuditTreeNode
     from alliance.services import audit_log
-    from alliance.services.audit import audit_rows, audit_verify, verify_events, verify_rows
+    from alliance.services.audit import audit_verify, verify_events, verify_stored
 
     note = audit_log.audit_checkpoint_latest().note
 
@@ -85,7 +72,7 @@ def measures() -> dict[str, Callable[[], int]]:
         return result.log_size
 
     def chain() -> int:
-        result = verify_rows(audit_rows())
+        result = verify_stored()
         assert result.ok, result
         return result.count
 
@@ -157,51 +144,33 @@ def main() -> int:
     args = parser.parse_args()
 
     stamp = datetime.datetime.now(datetime.UTC)
-    database_url = os.environ.get("DATABASE_URL") or None
-    admin_url = database_url
-    db = scheme(database_url, "sqlite")
-    if db == "sqlite":
-        database_url = None
-    elif db != "postgresql":
+    db = database_kind()
+    if db not in ("postgresql", "sqlite"):
         say(f"The bench creates its throwaway database on PostgreSQL only, not on {db}.")
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="portal-bench-audit-"))
-    bench_db = f"bench_{os.getpid()}"
-    created_db = False
     started = time.monotonic()
-    failed = True
+    result: dict[str, Any] = {
+        "config": {"events": args.events, "repeat": args.repeat, "target": TARGET},
+        "machine": {
+            "nproc": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "db": db,
+            "loadavg_before": os.getloadavg(),
+        },
+        "started_at": stamp.isoformat(),
+    }
+    # Few institutions and rounds: only the trail is timed.
+    seeding = seed_args(institutions=6, rounds=20, events=args.events)
     try:
-        result: dict[str, Any] = {
-            "config": {"events": args.events, "repeat": args.repeat, "target": TARGET},
-            "machine": {
-                "nproc": len(os.sched_getaffinity(0)),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "db": db,
-                "loadavg_before": os.getloadavg(),
-            },
-            "started_at": stamp.isoformat(),
-        }
-        if database_url:
-            database_url = throwaway_database(database_url, bench_db, result["machine"])
-            created_db = True
-        env = portal_env(tmp / "state", database_url, None)
-        say(f"Migrating and seeding {args.events} audit events in {tmp} ...")
-        manage(env, "migrate", "--no-input", "-v", "0")
-        seeded = manage(
-            env,
-            "seed_bench",
-            "--institutions", "6",
-            "--rounds", "20",
-            "--events", str(args.events),
-            timeout=900,
-        )  # fmt: skip
-        result["seed_output"] = seeded.splitlines()
-        setup_django(env)
-        say(f"Timing ({args.repeat} runs each, median):")
-        before = cpu_counters()
-        result["measures"] = measure(args.repeat)
-        result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
+        with seeded_alliance(
+            "portal-bench-audit-", result["machine"], seeding, keep=args.keep
+        ) as seeded:
+            result["seed_output"] = seeded.seed_output
+            say(f"Timing ({args.repeat} runs each, median):")
+            before = cpu_counters()
+            result["measures"] = measure(args.repeat)
+            result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
         main_figure = result["measures"]["verify_audit (chain + Merkle tree vs signed checkpoint)"]
         result["target_met"] = main_figure["events_per_s"] >= TARGET
         result["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -211,17 +180,10 @@ def main() -> int:
             f"{verdict}: verify_audit {main_figure['events_per_s']:,} events/s "
             f"(target {TARGET:,}); results in {path}"
         )
-        failed = False
         return 0
     except BenchFailed as exc:
         say(f"\nThe bench failed: {exc}")
         return 1
-    finally:
-        release_database(admin_url, bench_db, created_db)
-        if args.keep or failed:
-            say(f"State kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ import datetime
 import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 from html import unescape
 from pathlib import Path
@@ -32,21 +30,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# A sibling script, not a package: found through the path above.
-from federation import (
-    BenchFailed,
-    cpu_counters,
-    cpu_share,
-    manage,
-    portal_env,
-    release_database,
-    save_results,
-    say,
-    scheme,
-    setup_django,
-    stats,
-    throwaway_database,
-)
+# Sibling scripts, not a package: found through the path above.
+from federation import BenchFailed, cpu_counters, cpu_share, save_results, say, stats
+from seeded import database_kind, seed_args, seeded_alliance
 
 TARGET_P95 = 0.100
 # "The last page is as fast as the first": its median within this factor (plus a millisecond
@@ -390,87 +376,62 @@ def main() -> int:
     args = parser.parse_args()
 
     stamp = datetime.datetime.now(datetime.UTC)
-    database_url = os.environ.get("DATABASE_URL") or None
-    admin_url = database_url
-    db = scheme(database_url, "sqlite")
-    if db == "sqlite":
-        database_url = None
-    elif db != "postgresql":
+    db = database_kind()
+    if db not in ("postgresql", "sqlite"):
         say(f"The bench creates its throwaway database on PostgreSQL only, not on {db}.")
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="portal-bench-dash-"))
-    bench_db = f"bench_{os.getpid()}"
-    created_db = False
     started = time.monotonic()
-    failed = True
+    result: dict[str, Any] = {
+        "config": {
+            "client": "django.test.Client in process (no HTTP server)",
+            "warmup": args.warmup,
+            "requests": args.requests,
+            "target_p95_ms": TARGET_P95 * 1000,
+        },
+        "seed": {
+            "institutions": args.institutions,
+            "rounds": args.rounds,
+            "events": args.events,
+            "seed": args.seed,
+        },
+        "machine": {
+            "nproc": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "db": db,
+        },
+        "started_at": stamp.isoformat(),
+    }
+    seeding = seed_args(
+        institutions=args.institutions, rounds=args.rounds, events=args.events, seed=args.seed
+    )
     try:
-        result: dict[str, Any] = {
-            "config": {
-                "client": "django.test.Client in process (no HTTP server)",
-                "warmup": args.warmup,
-                "requests": args.requests,
-                "target_p95_ms": TARGET_P95 * 1000,
-            },
-            "seed": {
-                "institutions": args.institutions,
-                "rounds": args.rounds,
-                "events": args.events,
-                "seed": args.seed,
-            },
-            "machine": {
-                "nproc": len(os.sched_getaffinity(0)),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "db": db,
-            },
-            "started_at": stamp.isoformat(),
-        }
-        if database_url:
-            database_url = throwaway_database(database_url, bench_db, result["machine"])
-            created_db = True
-        env = portal_env(tmp / "state", database_url, None)
-        say(f"Migrating and seeding in {tmp} ...")
-        seeding = time.monotonic()
-        manage(env, "migrate", "--no-input", "-v", "0")
-        seeded = manage(
-            env,
-            "seed_bench",
-            "--institutions", str(args.institutions),
-            "--rounds", str(args.rounds),
-            "--events", str(args.events),
-            "--seed", str(args.seed),
-            timeout=900,
-        )  # fmt: skip
-        result["seed_seconds"] = round(time.monotonic() - seeding, 1)
-        result["seed_output"] = seeded.splitlines()
-        say(seeded.splitlines()[-1] if seeded else "")
-        setup_django(env)
-        s = subjects()
-        result["largest_run"] = f"{s['problem'].slug} run {s['run'].number} ({s['rounds']} rounds)"
-        result["as"] = {
-            "member": f"{s['member'].username} (admin of {s['institution'].slug})",
-            "staff": s["staff"].username,
-        }
-        say(f"Timing pages ({args.warmup} warm-up + {args.requests} requests each) ...")
-        before = cpu_counters()
-        result["pages"] = measure(s, args.warmup, args.requests)
-        result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
+        with seeded_alliance(
+            "portal-bench-dash-", result["machine"], seeding, keep=args.keep
+        ) as seeded:
+            result["seed_seconds"] = seeded.seed_seconds
+            result["seed_output"] = seeded.seed_output
+            s = subjects()
+            result["largest_run"] = (
+                f"{s['problem'].slug} run {s['run'].number} ({s['rounds']} rounds)"
+            )
+            result["as"] = {
+                "member": f"{s['member'].username} (admin of {s['institution'].slug})",
+                "staff": s["staff"].username,
+            }
+            say(f"Timing pages ({args.warmup} warm-up + {args.requests} requests each) ...")
+            before = cpu_counters()
+            result["pages"] = measure(s, args.warmup, args.requests)
+            result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
         result["targets"] = evaluate(result["pages"])
         result["bench_seconds"] = round(time.monotonic() - started, 1)
         path = save_results(result, f"dashboards-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json")
         print_summary(result, path)
         say(f"Bench time {result['bench_seconds']:.0f} s.")
-        failed = False
         return 0
     except BenchFailed as exc:
         say(f"\nThe bench failed: {exc}")
         return 1
-    finally:
-        release_database(admin_url, bench_db, created_db)
-        if args.keep or failed:
-            say(f"State kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The portal is served by gunicorn with the production settings (``portal/gunicorn_config.py``:
 workers and threads as documented there, overridable with ``--workers``/``--threads``) on a
 loopback port, on a throwaway database seeded by ``manage.py seed_bench`` (100 institutions,
-10,000 rounds, 100,000 audit events by default; as ``bench/dashboards.py`` does, or an already
-seeded database named with ``--database``).
+10,000 rounds, 100,000 audit events by default; set up by ``bench/seeded.py`` as for the
+dashboards and audit benches), or an already seeded database named with ``--database``.
 
 The load client is this process: ``--concurrency`` threads (8), each with its own keep-alive HTTP
 connection, request one URL as fast as they are answered until ``--requests`` answers (150) or
@@ -30,10 +30,8 @@ import datetime
 import http.client
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,18 +48,12 @@ from federation import (
     cpu_counters,
     cpu_share,
     free_port,
-    manage,
-    portal_env,
     process_tree,
-    release_database,
     save_results,
     say,
-    scheme,
-    setup_django,
     stats,
-    throwaway_database,
-    with_database,
 )
+from seeded import database_kind, seed_args, seeded_alliance
 
 TARGET_P95_MS = 100.0
 HOST = "127.0.0.1"
@@ -366,110 +358,89 @@ def main() -> int:
     args = parser.parse_args()
 
     stamp = datetime.datetime.now(datetime.UTC)
-    database_url = os.environ.get("DATABASE_URL") or None
-    admin_url = database_url
-    db = scheme(database_url, "sqlite")
+    db = database_kind()
     if db != "postgresql":
         say("The load bench runs on PostgreSQL (DATABASE_URL), as production does: skipped.")
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="portal-bench-load-"))
-    bench_db = f"bench_{os.getpid()}"
-    created_db = False
-    server = None
-    failed = True
     started = time.monotonic()
     cores = len(os.sched_getaffinity(0))
     workers = args.workers or cores + 1
     threads = args.threads or 4
+    result: dict[str, Any] = {
+        "config": {
+            "client": "threads with keep-alive HTTP connections on loopback",
+            "server": "gunicorn -c portal/gunicorn_config.py portal.wsgi",
+            "workers": workers,
+            "threads": threads,
+            "concurrency": args.concurrency,
+            "requests_max": args.requests,
+            "seconds_max": args.seconds,
+            "repeat": args.repeat,
+            "warmup": args.warmup,
+            "target_p95_ms": TARGET_P95_MS,
+        },
+        "seed": {
+            "institutions": args.institutions,
+            "rounds": args.rounds,
+            "events": args.events,
+            "seed": args.seed,
+            "database": args.database or "throwaway",
+        },
+        "machine": {
+            "nproc": cores,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "db": db,
+        },
+        "started_at": stamp.isoformat(),
+    }
+    seeding = seed_args(
+        institutions=args.institutions, rounds=args.rounds, events=args.events, seed=args.seed
+    )
     try:
-        result: dict[str, Any] = {
-            "config": {
-                "client": "threads with keep-alive HTTP connections on loopback",
-                "server": "gunicorn -c portal/gunicorn_config.py portal.wsgi",
-                "workers": workers,
-                "threads": threads,
-                "concurrency": args.concurrency,
-                "requests_max": args.requests,
-                "seconds_max": args.seconds,
-                "repeat": args.repeat,
-                "warmup": args.warmup,
-                "target_p95_ms": TARGET_P95_MS,
-            },
-            "seed": {
-                "institutions": args.institutions,
-                "rounds": args.rounds,
-                "events": args.events,
-                "seed": args.seed,
-                "database": args.database or "throwaway",
-            },
-            "machine": {
-                "nproc": cores,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "db": db,
-            },
-            "started_at": stamp.isoformat(),
-        }
-        if args.database:
-            database_url = with_database(database_url, args.database)
-        else:
-            database_url = throwaway_database(database_url, bench_db, result["machine"])
-            created_db = True
-        env = portal_env(tmp / "state", database_url, None)
-        if created_db:
-            say(f"Migrating and seeding in {tmp} ...")
-            seeding = time.monotonic()
-            manage(env, "migrate", "--no-input", "-v", "0")
-            seeded = manage(
-                env,
-                "seed_bench",
-                "--institutions", str(args.institutions),
-                "--rounds", str(args.rounds),
-                "--events", str(args.events),
-                "--seed", str(args.seed),
-                timeout=900,
-            )  # fmt: skip
-            result["seed_seconds"] = round(time.monotonic() - seeding, 1)
-            say(seeded.splitlines()[-1] if seeded else "")
-        setup_django(env)
-        s = subjects()
-        result["largest_run"] = f"{s['problem'].slug} run {s['run'].number} ({s['rounds']} rounds)"
-        rows = [row for row in targets(s) if row["url"]]
-        headers = credentials(s)
-        query_counts(s, rows)
-        from django.db import connections
+        with seeded_alliance(
+            "portal-bench-load-",
+            result["machine"],
+            seeding,
+            keep=args.keep,
+            database=args.database,
+        ) as seeded:
+            if not args.database:
+                result["seed_seconds"] = seeded.seed_seconds
+            s = subjects()
+            result["largest_run"] = (
+                f"{s['problem'].slug} run {s['run'].number} ({s['rounds']} rounds)"
+            )
+            rows = [row for row in targets(s) if row["url"]]
+            headers = credentials(s)
+            query_counts(s, rows)
+            from django.db import connections
 
-        connections.close_all()
-        server = Server(env, ROOT, tmp / "gunicorn.log", workers, threads)
-        server.wait_ready()
-        say(
-            f"gunicorn {workers}x{threads} on port {server.port}; {len(rows)} URLs x "
-            f"{args.repeat} runs of <= {args.requests} requests / {args.seconds:.0f} s, "
-            f"{args.concurrency} concurrent ..."
-        )
-        result["load_before"] = loadavg()
-        before = cpu_counters()
-        measure(server, rows, headers, args)
-        result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
-        result["load_after"] = loadavg()
+            connections.close_all()
+            server = Server(seeded.env, ROOT, seeded.tmp / "gunicorn.log", workers, threads)
+            try:
+                server.wait_ready()
+                say(
+                    f"gunicorn {workers}x{threads} on port {server.port}; {len(rows)} URLs x "
+                    f"{args.repeat} runs of <= {args.requests} requests / {args.seconds:.0f} s, "
+                    f"{args.concurrency} concurrent ..."
+                )
+                result["load_before"] = loadavg()
+                before = cpu_counters()
+                measure(server, rows, headers, args)
+                result["machine"]["cpu_during_timing"] = cpu_share(before, cpu_counters())
+                result["load_after"] = loadavg()
+            finally:
+                server.stop()
         result["rows"] = rows
         result["bench_seconds"] = round(time.monotonic() - started, 1)
         path = save_results(result, f"load-{db}-{stamp.strftime('%Y%m%dT%H%M%SZ')}.json")
         print_summary(result)
         say(f"Figures in {path.relative_to(ROOT)}; bench time {result['bench_seconds']:.0f} s.")
-        failed = False
         return 0
     except BenchFailed as exc:
         say(f"\nThe bench failed: {exc}")
         return 1
-    finally:
-        if server is not None:
-            server.stop()
-        release_database(admin_url, bench_db, created_db)
-        if args.keep or failed:
-            say(f"State kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

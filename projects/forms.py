@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from alliance.models import Institution, Sector
 from portal.common import inputs
+from portal.common.widgets import PlainSelect
 from projects.models import (
     DownloadScope,
     FeatureScaling,
@@ -290,8 +291,25 @@ class CommentForm(forms.Form):
     body = forms.CharField(label=_("Your comment"), widget=_textarea(4), max_length=5000)
 
 
+class _ReadOnceChoiceIterator(forms.models.ModelChoiceIterator):
+    """The field's options from its queryset's own rows: a page that first asks whether there
+    are any (``{% if form.fields.x.queryset %}``) then lists them reads them once, not twice
+    (Django's iterator reads afresh, through a cursor of its own)."""
+
+    def __iter__(self) -> Any:
+        if self.field.empty_label is not None:
+            yield ("", self.field.empty_label)
+        for obj in self.queryset:
+            yield self.choice(obj)
+
+
+class _ReadOnceChoiceField(forms.ModelChoiceField):
+    iterator = _ReadOnceChoiceIterator
+    widget = PlainSelect  # a hundred institutions: no template per option
+
+
 class InviteParticipantForm(forms.Form):
-    institution = forms.ModelChoiceField(
+    institution = _ReadOnceChoiceField(
         label=_("Institution"), queryset=Institution.objects.none(), to_field_name="slug"
     )
     role = forms.ChoiceField(label=_("Role"), choices=Participation.Role.choices)

@@ -16,15 +16,18 @@ participation. They are granted to the ``institution:<id>:<role>`` groups that
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.postgres.expressions import ArraySubquery
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.db.models import (
+    CharField,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     Value,
 )
-from django.db.models.functions import Concat
+from django.db.models.functions import Cast, Concat
 from django.http import Http404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -176,6 +179,31 @@ def _own_participation(problem: Problem, institution_id: int) -> tuple[str, str]
     return tuple(row) if row else None  # type: ignore[return-value]
 
 
+def _perms_with_problem(actor: User) -> bool:
+    """Whether ``_with_own_perms`` reads the actor's permissions with the problem."""
+    return connection.vendor == "postgresql" and actor.is_active and not actor.is_superuser
+
+
+def _with_own_perms(problems: QuerySet[Problem], actor: User) -> QuerySet[Problem]:
+    """``problems``, each read with the actor's object permissions on it (``group_perms`` and
+    ``user_perms``: codenames), as ``problem_perms`` reads them, so that a member's page does
+    not ask for them in a query of its own. PostgreSQL (arrays); elsewhere unchanged, and
+    ``problem_perms`` asks. Only for an active person who is not a superuser: the others'
+    permissions do not come from these grants (``problem_perms``)."""
+    if not _perms_with_problem(actor):
+        return problems
+    granted = {
+        "content_type": ContentType.objects.get_for_model(Problem),
+        "object_pk": Cast(OuterRef("pk"), CharField()),
+    }
+    by_group = GroupObjectPermission.objects.filter(group__user=actor, **granted)
+    by_user = UserObjectPermission.objects.filter(user=actor, **granted)
+    return problems.annotate(
+        group_perms=ArraySubquery(by_group.values("permission__codename")),
+        user_perms=ArraySubquery(by_user.values("permission__codename")),
+    )
+
+
 def problem_visible_to(actor: User | None) -> QuerySet[Problem]:
     """Problems the actor may see: staff all; members the listed ones and their own."""
     problems = Problem.objects.select_related("proposer")
@@ -200,10 +228,24 @@ def access_problem(actor: User | None, slug: str, *, perm: str | None = None) ->
     invitation-only problems; a visible problem without ``perm`` is a 403. Acting also needs an
     active membership of an admitted institution (staff read everything but act for nobody).
     """
-    problems = problem_visible_to(actor).filter(slug=slug)
-    if actor is not None and actor.is_authenticated and not actor.is_staff:
-        problems = with_own_participation(problems, actor)
-    problem = problems.first()
+    member = actor is not None and actor.is_authenticated and not actor.is_staff
+    if member and _perms_with_problem(actor):  # type: ignore[arg-type]
+        # The problem by slug, read with the member's part in it and their permissions on it;
+        # visible when listed or when they may view it (problem_visible_to's rule, decided
+        # here on the one row rather than by a subquery over every problem they may view).
+        problems = Problem.objects.select_related("proposer").filter(slug=slug)
+        problem = _with_own_perms(with_own_participation(problems, actor), actor).first()  # type: ignore[arg-type]
+        if problem is not None:
+            perms = set(problem.group_perms) | set(problem.user_perms)  # type: ignore[attr-defined]
+            # What problem_perms would otherwise ask in a query of its own.
+            problem._actor_perms = (actor.pk, perms)  # type: ignore[attr-defined, union-attr]
+            if problem.visibility != Problem.Visibility.LISTED and "view_problem" not in perms:
+                problem = None
+    else:
+        problems = problem_visible_to(actor).filter(slug=slug)
+        if member:
+            problems = with_own_participation(problems, actor)  # type: ignore[arg-type]
+        problem = problems.first()
     if problem is None:
         raise Http404(_("No such problem."))
     if perm is not None:

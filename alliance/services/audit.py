@@ -3,6 +3,7 @@
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -21,7 +22,13 @@ from alliance.models import (
     Institution,
     SignedCheckpoint,
 )
-from alliance.models.audit import CREATED_AT_FORMAT, GENESIS_HASH, canonical_event_bytes
+from alliance.models.audit import (
+    CREATED_AT_FORMAT,
+    GENESIS_HASH,
+    canonical_event_bytes,
+    canonical_event_text,
+    canonical_json,
+)
 
 # Any constant works; it names "the audit chain" among PostgreSQL advisory locks.
 _AUDIT_LOCK_KEY = 0x41554449  # "AUDI"
@@ -174,9 +181,14 @@ _ROW_FIELDS = (
 )
 _CHUNK = 5000
 
+# Rows per fetch when verifying: fewer round trips, each fetched while the last is hashed.
+_VERIFY_CHUNK = 20_000
+# Distinct payload texts remembered per verification (most events repeat a few shapes).
+_PAYLOAD_MEMO = 50_000
+
 
 def _row_chunks(
-    after_seq: int = 0, upto_seq: int | None = None
+    after_seq: int = 0, upto_seq: int | None = None, *, chunk: int = _CHUNK, prefetch: bool = False
 ) -> tuple[Iterator[list[tuple]], bool]:
     """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, in chunks of tuples.
 
@@ -192,17 +204,33 @@ def _row_chunks(
             events = events.filter(seq__lte=upto_seq)
 
         def portable() -> Iterator[list[tuple]]:
-            chunk = []
-            for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=_CHUNK):
+            rows = []
+            for row in events.values_list(*_ROW_FIELDS).iterator(chunk_size=chunk):
                 created = row[1].astimezone(UTC).strftime(CREATED_AT_FORMAT)
-                chunk.append((row[0], created, *row[2:]))
-                if len(chunk) == _CHUNK:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
+                rows.append((row[0], created, *row[2:]))
+                if len(rows) == chunk:
+                    yield rows
+                    rows = []
+            if rows:
+                yield rows
 
         return portable(), False
+    suffix, params = _where(after_seq, upto_seq)
+    sql = _ROWS_SQL + suffix
+
+    def server_side() -> Iterator[list[tuple]]:
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(sql, params)
+            if prefetch:
+                yield from _prefetched(cursor, chunk)
+            else:
+                while rows := cursor.fetchmany(chunk):
+                    yield rows
+
+    return server_side(), True
+
+
+def _where(after_seq: int, upto_seq: int | None) -> tuple[str, list[int]]:
     where, params = [], []
     if after_seq > 0:
         where.append('"seq" > %s')
@@ -210,15 +238,67 @@ def _row_chunks(
     if upto_seq is not None:
         where.append('"seq" <= %s')
         params.append(upto_seq)
-    sql = _ROWS_SQL + (" WHERE " + " AND ".join(where) if where else "") + ' ORDER BY "seq"'
+    return (" WHERE " + " AND ".join(where) if where else "") + ' ORDER BY "seq"', params
 
-    def server_side() -> Iterator[list[tuple]]:
-        with connection.chunked_cursor() as cursor:
-            cursor.execute(sql, params)
-            while rows := cursor.fetchmany(_CHUNK):
+
+# An event as the chain check reads it: seq, prev_hash, hash, its canonical bytes.
+_Encoded = tuple[int, str, str, bytes]
+
+
+def _encoded_chunks(after_seq: int = 0, upto_seq: int | None = None) -> Iterator[list[_Encoded]]:
+    """Events after ``after_seq`` (up to ``upto_seq``) in sequence order, each with its bytes.
+
+    Each distinct payload is put in canonical form once per pass (most events repeat a few
+    shapes: ``{}``, a revision, a role); the rest of an event's bytes are written by the same
+    ``canonical_event_text`` the model uses.
+    """
+    chunks, payload_text = _row_chunks(after_seq, upto_seq, chunk=_VERIFY_CHUNK, prefetch=True)
+    encode = canonical_event_text
+    if not payload_text:
+        for rows in chunks:
+            yield [
+                (r[0], r[11], r[12], encode(*r[:10], canonical_json(r[10]), r[11]).encode())
+                for r in rows
+            ]
+        return
+    scan = json.JSONDecoder().scan_once  # json.loads without its checks: jsonb text is JSON
+    memo: dict[str, str] = {}
+    known = memo.get
+
+    def payload_json(text: str) -> str:
+        value = canonical_json(scan(text, 0)[0])
+        if len(memo) < _PAYLOAD_MEMO:
+            memo[text] = value
+        return value
+
+    for rows in chunks:
+        yield [
+            (
+                r[0],
+                r[11],
+                r[12],
+                encode(*r[:10], known(r[10]) or payload_json(r[10]), r[11]).encode(),
+            )
+            for r in rows
+        ]
+
+
+def _prefetched(cursor: Any, size: int) -> Iterator[list[tuple]]:
+    """``cursor.fetchmany(size)`` until empty, each fetch made while the caller works on the last.
+
+    One fetch is in flight at a time, in a second thread (the driver lets go of the GIL while it
+    waits for the server), so the database writes the next rows while this process hashes the
+    previous ones: on two cores the two overlap instead of taking turns. The cursor is never
+    used by two threads at once, and the thread is done with it before this generator ends.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(cursor.fetchmany, size)
+        try:
+            while rows := pending.result():
+                pending = pool.submit(cursor.fetchmany, size)
                 yield rows
-
-    return server_side(), True
+        finally:
+            wait([pending])
 
 
 def audit_rows(*, after_seq: int = 0, upto_seq: int | None = None) -> Iterator[AuditRow]:
@@ -260,9 +340,8 @@ class _Stream:
 
 
 def _verify_chunks(
-    chunks: Iterable[Iterable[tuple]],
+    chunks: Iterable[Iterable[_Encoded]],
     *,
-    payload_text: bool = False,
     after_seq: int = 0,
     prev_hash: str = GENESIS_HASH,
     tree: tlog.CompactTree | None = None,
@@ -270,7 +349,7 @@ def _verify_chunks(
 ) -> ChainVerification:
     """The chain check's loop, kept flat: it runs once per event, 100,000 times a second."""
     size, result = _check_chunks(
-        chunks, payload_text, after_seq, prev_hash, tree, stream, tree.size if tree else 0
+        chunks, after_seq, prev_hash, tree, stream, tree.size if tree else 0
     )
     if tree is not None:
         tree.size = size
@@ -278,8 +357,7 @@ def _verify_chunks(
 
 
 def _check_chunks(
-    chunks: Iterable[Iterable[tuple]],
-    payload_text: bool,
+    chunks: Iterable[Iterable[_Encoded]],
     after_seq: int,
     prev_hash: str,
     tree: tlog.CompactTree | None,
@@ -291,8 +369,6 @@ def _check_chunks(
     expected_seq = after_seq + 1
     count = after_seq
     sha256 = hashlib.sha256
-    encode = canonical_event_bytes
-    loads = json.loads
     root_at = stream.root_at if stream is not None else 0
     # The tree's append, inlined (tlog.CompactTree.append does the same): a method call per
     # event is a tenth of the loop's time.
@@ -303,7 +379,7 @@ def _check_chunks(
         report_leaf = on_node is not None and tree.min_level == 0
         min_level = tree.min_level
     for rows in chunks:
-        for seq, at, actor, name, actor_inst, subject, action, ttype, tid, label, payload, prev, h in rows:  # fmt: skip  # noqa: E501
+        for seq, prev, h, data in rows:
             if seq != expected_seq:
                 if seq > expected_seq:
                     reason = _("event %(seq)d is missing") % {"seq": expected_seq}
@@ -320,10 +396,6 @@ def _check_chunks(
                     _("event %(seq)d does not follow its predecessor") % {"seq": seq},
                     expected_prev,
                 )
-            data = encode(
-                seq, at, actor, name, actor_inst, subject, action, ttype, tid, label,
-                loads(payload) if payload_text else payload, prev,
-            )  # fmt: skip
             if sha256(data).hexdigest() != h:
                 return tree_size, ChainVerification(
                     False,
@@ -368,7 +440,9 @@ def verify_rows(
     exactly the same rules, so the full check and the incremental badge cannot disagree. The
     leaf of the audit log's Merkle tree is the same canonical bytes the chain hashes.
     """
-    return _verify_chunks([rows], after_seq=after_seq, prev_hash=prev_hash, tree=tree)
+    encode = canonical_event_bytes
+    encoded = ((r[0], r[11], r[12], encode(*r[:12])) for r in rows)
+    return _verify_chunks([encoded], after_seq=after_seq, prev_hash=prev_hash, tree=tree)
 
 
 def verify_stored(
@@ -380,10 +454,8 @@ def verify_stored(
     stream: _Stream | None = None,
 ) -> ChainVerification:
     """``verify_rows`` over the events in the database, streamed as fast as they come."""
-    chunks, payload_text = _row_chunks(after_seq, upto_seq)
     return _verify_chunks(
-        chunks,
-        payload_text=payload_text,
+        _encoded_chunks(after_seq, upto_seq),
         after_seq=after_seq,
         prev_hash=prev_hash,
         tree=tree,

@@ -21,9 +21,14 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
 
-def _page_size_help() -> str:
+# A run's rounds come a smaller page at a time: each round carries every site's answer, so a
+# page of rounds is already that many rows times the sites (and costs as much to write).
+ROUND_PAGE_SIZE = 20
+
+
+def _page_size_help(default: int = PAGE_SIZE) -> str:
     return gettext("Rows per page: %(default)s unless asked, at most %(ceiling)s.") % {
-        "default": PAGE_SIZE,
+        "default": default,
         "ceiling": MAX_PAGE_SIZE,
     }
 
@@ -62,7 +67,14 @@ def cursor_pagination(ordering: str, name: str) -> type[SeqCursorPagination]:
 
 
 AuditCursorPagination = cursor_pagination("-seq", "AuditCursorPagination")
-RoundCursorPagination = cursor_pagination("number", "RoundCursorPagination")
+
+
+class RoundCursorPagination(SeqCursorPagination):
+    """A run's rounds, oldest first, ``ROUND_PAGE_SIZE`` to a page unless asked."""
+
+    ordering = "number"
+    page_size = ROUND_PAGE_SIZE
+    page_size_query_description = lazy(_page_size_help, str)(ROUND_PAGE_SIZE)
 
 
 class ModelCursorPagination(SeqCursorPagination):

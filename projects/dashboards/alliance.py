@@ -8,6 +8,7 @@ a fixed number of queries whatever the number of institutions, runs, rounds or e
 
 import datetime
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, DateField, F, Q
@@ -232,21 +233,40 @@ def recent_activity_for(
     """
     lines: list[ActivityLine] = []
     runs: dict[tuple[str, str], ActivityLine] = {}
-    for event in alliance_selectors.audit_event_list_for(actor)[:window]:
-        is_round = event.action in ROUND_ACTIONS and bool(event.target_id)
-        key = (event.target_type, event.target_id)
+    events = alliance_selectors.audit_event_list_for(actor)
+    # The window as plain rows (what gathering needs); only the lines' own events, ten at
+    # most, are then read whole with their institutions: not two hundred model instances.
+    window_rows = events.order_by("-seq").values_list(
+        "pk", "action", "target_type", "target_id", "payload"
+    )[:window]
+    for pk, action, target_type, target_id, payload in window_rows:
+        event = _Row(action, payload)
+        is_round = action in ROUND_ACTIONS and bool(target_id)
+        key = (target_type, target_id)
         if is_round and key in runs:
-            runs[key].gather(event)
+            runs[key].gather(event)  # type: ignore[arg-type]
             continue
         if len(lines) >= limit:
             continue  # the feed is full; older round events may still widen a line's range
-        line = ActivityLine(event=event)
+        line = ActivityLine(event=pk)  # type: ignore[arg-type]  # the event itself below
         if is_round:
             line.count = 0
-            line.gather(event)
+            line.gather(event)  # type: ignore[arg-type]
             runs[key] = line
         lines.append(line)
+    if lines:
+        whole = events.in_bulk([line.event for line in lines])
+        for line in lines:
+            line.event = whole[line.event]  # type: ignore[index]
     return lines
+
+
+@dataclass(frozen=True)
+class _Row:
+    """What gathering reads of an event."""
+
+    action: str
+    payload: Any
 
 
 # --- The staff console ---------------------------------------------------------------------

@@ -12,13 +12,13 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Window
+from django.db.models import Exists, F, Func, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from alliance.models import Membership
+from alliance.models import Institution, Membership
 from alliance.permissions import membership_of
 from alliance.selectors import member_list_for
 from projects.models import Dataset, Participation, Problem, Round, SiteRound, TrainingRun
@@ -135,40 +135,48 @@ class ProblemStake:
         )
 
 
+def _count(rows: QuerySet) -> Subquery:
+    """How many ``rows`` there are, as a scalar subquery (COUNT without GROUP BY)."""
+    return Subquery(rows.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n"))
+
+
 def institution_figures(institution_id: int) -> InstitutionFigures:
-    """Counts of active problems, registered datasets, runs that used them, and people."""
-    problems = Participation.objects.filter(
-        institution_id=institution_id, status=Participation.Status.ACTIVE
-    ).count()
-    datasets = Dataset.objects.filter(
-        institution_id=institution_id, status=Dataset.Status.ACTIVE
-    ).count()
+    """Counts of active problems, registered datasets, runs that used them, and people.
+
+    One query: each count a subquery of a single row read for the institution.
+    """
     # One probe per run of a problem the institution is or was part of, stopping at the first
     # site round found: far cheaper than reading every site round of a busy institution.
     first_use = (
-        SiteRound.objects.filter(round__run=OuterRef("pk"), institution_id=institution_id)
+        SiteRound.objects.filter(round__run=OuterRef("pk"), institution_id=OuterRef(OuterRef("pk")))
         .order_by()
         .values("pk")[:1]
     )
     runs = (
-        TrainingRun.objects.filter(problem__participations__institution_id=institution_id)
+        TrainingRun.objects.filter(problem__participations__institution_id=OuterRef("pk"))
         .annotate(first_use=Subquery(first_use))
         .filter(first_use__isnull=False)
-        .count()
     )
-    people = Membership.objects.filter(
-        institution_id=institution_id, user__is_active=True
-    ).aggregate(
-        joined=Count("pk", filter=Q(joined_at__isnull=False)),
-        invited=Count("pk", filter=Q(joined_at__isnull=True)),
-    )
-    return InstitutionFigures(
-        problems=problems,
-        datasets=datasets,
-        runs=runs,
-        people=people["joined"],
-        invited=people["invited"],
-    )
+    people = Membership.objects.filter(institution_id=OuterRef("pk"), user__is_active=True)
+    counts = (
+        Institution.objects.filter(pk=institution_id)
+        .annotate(
+            n_problems=_count(
+                Participation.objects.filter(
+                    institution_id=OuterRef("pk"), status=Participation.Status.ACTIVE
+                )
+            ),
+            n_datasets=_count(
+                Dataset.objects.filter(institution_id=OuterRef("pk"), status=Dataset.Status.ACTIVE)
+            ),
+            n_runs=_count(runs),
+            n_people=_count(people.filter(joined_at__isnull=False)),
+            n_invited=_count(people.filter(joined_at__isnull=True)),
+        )
+        .values_list("n_problems", "n_datasets", "n_runs", "n_people", "n_invited")
+        .first()
+    ) or (0, 0, 0, 0, 0)
+    return InstitutionFigures(*counts)
 
 
 def institution_problems(institution_id: int, *, limit: int = PROBLEMS_SHOWN) -> list[ProblemStake]:

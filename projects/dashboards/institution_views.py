@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 
 from alliance import services as alliance_services
 from alliance.forms import InviteForm, RoleForm
-from alliance.permissions import membership_of
+from alliance.permissions import has_object_perm, membership_of
 from portal.common.pages import REFUSALS, form_errors_from
 from projects.context_processors import pending_items
 from projects.dashboards import parse_cursor
@@ -87,7 +87,7 @@ def institution_dashboard(request: HttpRequest) -> HttpResponse:
             "people": people,
             "people_after": people_after,
             "more_people": more_people,
-            "can_manage": request.user.has_perm("alliance.manage_members", own.institution),
+            "can_manage": has_object_perm(request.user, "alliance.manage_members", own.institution),
             "invite_form": invite_form,
             "role_form": RoleForm(),
         },

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
-from django.utils.html import json_script
+from django.utils.html import format_html, json_script
 from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
@@ -116,6 +116,36 @@ class Mark:
     @cached_property
     def cell(self) -> str:
         return f"site-{self.status or 'absent'}"
+
+    @cached_property
+    def html(self) -> str:
+        """The matrix cell, written once per mark rather than by the template per cell."""
+        if not self.status:
+            inner = format_html(
+                '<span class="muted" title="{}">—<span class="visually-hidden"> {}</span></span>',
+                self.label,
+                self.label,
+            )
+        elif self.reason:
+            inner = format_html(
+                '<abbr class="mark {}" title="{}" tabindex="0" data-tip="{}"><span aria-hidden='
+                '"true">{}</span><span class="visually-hidden">{}</span></abbr>',
+                self.status,
+                self.text,
+                self.text,
+                self.symbol,
+                self.text,
+            )
+        else:
+            inner = format_html(
+                '<span class="mark {}" title="{}"><span aria-hidden="true">{}</span>'
+                '<span class="visually-hidden">{}</span></span>',
+                self.status,
+                self.label,
+                self.symbol,
+                self.label,
+            )
+        return format_html('<td class="{}">{}</td>', self.cell, inner)
 
 
 @dataclass(frozen=True)

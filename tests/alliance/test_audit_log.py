@@ -19,7 +19,7 @@ from django.urls import reverse
 from alliance import tlog
 from alliance.models import AuditEvent, AuditTreeNode, SignedCheckpoint
 from alliance.models.audit import GENESIS_HASH, canonical_event_bytes
-from alliance.services import audit_log
+from alliance.services import audit, audit_log
 from alliance.services.audit import (
     audit_chain_status,
     audit_record,
@@ -102,6 +102,136 @@ def test_canonical_bytes_known_answer():
         hashlib.sha256(data).hexdigest()
         == "03c57309d3e3afc6290ebc1a479a17f116023ac7f7b20a42d9239840dfe37849"
     )
+
+
+# Awkward values for the encoder: no actor, a whole second, quotes, backslashes, every kind of
+# control character json escapes (PostgreSQL text holds no NUL), non-ASCII and U+2028 (kept
+# as is), empty strings, and payload keys whose sorted order differs from jsonb's (by length).
+AWKWARD = {
+    "created_at": "2026-03-01T08:30:15.000000Z",
+    "actor_username": "",
+    "action": 'odd "quoted" \\ action',
+    "target_type": "alliance.institution",
+    "target_id": "",
+    "target_label": "Tab\there\nnew line\r\b\f\x01\x1f\x7f é 數據 \u2028 end",
+    "payload": {
+        "bb": [0, -1, 2.5, 1e-07, None, False, "é\u2028\n"],
+        "a": {"": "", "Zz": "\\", "é": 1},
+        "ccc": "x",
+        "z": 0,
+    },
+}
+
+
+def test_canonical_bytes_known_answer_with_awkward_values():
+    """A second pinned case: the escapes, key order and nulls a faster encoder must keep."""
+    a = AWKWARD
+    data = canonical_event_bytes(
+        1,
+        a["created_at"],
+        None,
+        a["actor_username"],
+        None,
+        4,
+        a["action"],
+        a["target_type"],
+        a["target_id"],
+        a["target_label"],
+        a["payload"],
+        GENESIS_HASH,
+    )
+    expected = (
+        '{"action":"odd \\"quoted\\" \\\\ action","actor_id":null,"actor_institution_id":null,'
+        '"actor_username":"","created_at":"2026-03-01T08:30:15.000000Z",'
+        '"payload":{"a":{"":"","Zz":"\\\\","é":1},"bb":[0,-1,2.5,1e-07,null,false,"é\u2028\\n"],'
+        '"ccc":"x","z":0},"prev_hash":"' + GENESIS_HASH + '","seq":1,"subject_institution_id":4,'
+        '"target_id":"","target_label":"Tab\\there\\nnew line\\r\\b\\f\\u0001\\u001f\x7f é 數據 '
+        '\u2028 end","target_type":"alliance.institution"}'
+    ).encode()
+    assert data == expected
+    # The same bytes as the plain definition: the document through json.dumps.
+    document = {
+        "seq": 1,
+        "created_at": a["created_at"],
+        "actor_id": None,
+        "actor_username": a["actor_username"],
+        "actor_institution_id": None,
+        "subject_institution_id": 4,
+        "action": a["action"],
+        "target_type": a["target_type"],
+        "target_id": a["target_id"],
+        "target_label": a["target_label"],
+        "payload": a["payload"],
+        "prev_hash": GENESIS_HASH,
+    }
+    plain = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert data == plain.encode()
+    assert (
+        hashlib.sha256(data).hexdigest()
+        == "ac53f04ad785326ee80d54fe63745cc2b8acb222f08c77f2aa1c0a618c3ca1ef"
+    )
+
+
+def _record_at(when: datetime, **fields) -> AuditEvent:
+    """Record an event, then set its time (and hash) as if it had been written at ``when``."""
+    with transaction.atomic():
+        event = audit_record(**fields)
+        event.created_at = when
+        event.hash = event.compute_hash()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE alliance_auditevent SET created_at = %s, hash = %s WHERE seq = %s",
+                [when, event.hash, event.seq],
+            )
+    return event
+
+
+def test_the_verifier_streams_the_models_bytes_for_awkward_values(institution, admin_user):
+    """What the verifier hashes from the database equals each event's own canonical bytes."""
+    whole_second = datetime(2026, 3, 1, 8, 30, 15, tzinfo=UTC)
+    a = AWKWARD
+    events = [
+        _record_at(
+            whole_second,
+            actor=None,
+            action=a["action"],
+            target=institution,
+            payload=a["payload"],
+        ),
+        # The same payload again (put in canonical form once per pass), with an actor.
+        _record_at(whole_second, actor=admin_user, action="same.payload", payload=a["payload"]),
+        *_events(2),
+        _record_at(
+            datetime(2026, 3, 1, 8, 30, 15, 7, tzinfo=UTC),
+            actor=None,
+            action="label.awkward",
+            payload={},
+        ),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE alliance_auditevent SET target_label = %s WHERE seq = %s",
+            [a["target_label"], events[-1].seq],
+        )
+    events[-1].target_label = a["target_label"]
+    events[-1].hash = events[-1].compute_hash()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE alliance_auditevent SET hash = %s WHERE seq = %s",
+            [events[-1].hash, events[-1].seq],
+        )
+    streamed = [row for chunk in audit._encoded_chunks() for row in chunk]
+    stored = list(AuditEvent.objects.order_by("seq"))
+    assert [row[3] for row in streamed] == [e.canonical_bytes() for e in stored]
+    assert [(row[0], row[1], row[2]) for row in streamed] == [
+        (e.seq, e.prev_hash, e.hash) for e in stored
+    ]
+    assert stored[0].canonical_bytes().startswith(b'{"action":"odd \\"quoted\\"')
+    assert b'"created_at":"2026-03-01T08:30:15.000000Z"' in stored[0].canonical_bytes()
+    assert b'"created_at":"2026-03-01T08:30:15.000007Z"' in stored[-1].canonical_bytes()
+    audit_log.audit_checkpoint_issue()
+    result = audit_verify()
+    assert (result.ok, result.count) == (True, 5)
 
 
 def test_streamed_rows_encode_to_the_models_bytes(staff, admin_user):

@@ -116,3 +116,64 @@ def test_member_pages_cost_no_more_queries_than_staff_pages(settings, tmp_path):
         if counts["member"] > counts["staff"]:
             dearer.append(f"{name}: member {counts['member']}, staff {counts['staff']}")
     assert not dearer, "member pages dearer than staff's:\n" + "\n".join(dearer)
+
+
+# What only a member's page shows costs one query each, and nothing else of theirs is dearer:
+# the proposer's admin sees, besides what staff see, their inbox (the badge) and the form to
+# invite institutions (the admitted ones not yet taking part, read once). Their permissions on
+# the problem come with the problem (no query of their own), and their institution's page reads
+# its headline counts in one query and whether they manage its people in one.
+MEMBER_ONLY = {"problem-detail": 2}
+MY_INSTITUTION_BUDGET = 13
+
+
+def test_the_proposers_admin_pays_only_for_what_only_they_see(settings, tmp_path):
+    from rest_framework.test import APIClient
+
+    from tests.factories import StaffFactory
+    from tests.projects.scenario import build_scenario
+    from tests.projects.test_run_pages import add_rounds, launch
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    scenario = build_scenario().ready()
+    add_rounds(scenario, launch(scenario), closed=3)
+    problem = scenario.refresh()
+    InstitutionFactory()  # one the admin may invite
+    services.audit_chain_status()
+    counts = {}
+    for who, user in {"member": scenario.a.admin, "staff": StaffFactory()}.items():
+        client = APIClient()
+        client.force_login(user)
+        url = reverse("problem-detail", args=[problem.slug])
+        page = client.get(url)  # per-process caches (content types, permissions) fill once
+        assert (b'name="institution"' in page.content) is (who == "member")  # the invite form
+        with CaptureQueriesContext(connection) as captured:
+            client.get(url)
+        counts[who] = captured.captured_queries
+    member_sql = [q["sql"] for q in counts["member"]]
+    assert len(member_sql) <= len(counts["staff"]) + MEMBER_ONLY["problem-detail"], member_sql
+    apart = [sql for sql in member_sql if "guardian_" in sql and "projects_problem" not in sql]
+    assert not apart, "permissions read apart from the problem"
+    institutions = [sql for sql in member_sql if 'FROM "alliance_institution"' in sql]
+    assert len(institutions) == 1, institutions
+
+
+def test_my_institution_query_budget(settings, tmp_path):
+    from tests.projects.scenario import build_scenario
+    from tests.projects.test_run_pages import add_rounds, launch
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    scenario = build_scenario().ready()
+    add_rounds(scenario, launch(scenario), closed=3)
+    services.audit_chain_status()
+    from django.test import Client
+
+    client = Client()
+    client.force_login(scenario.a.admin)
+    url = reverse("my-institution")
+    page = client.get(url)
+    assert b'id="invite"' in page.content or b"invite" in page.content  # an admin manages people
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert len(sql) <= MY_INSTITUTION_BUDGET, "\n".join(s[:200] for s in sql)

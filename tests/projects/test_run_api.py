@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from alliance.models import AuditEvent
-from portal.common.pagination import MAX_PAGE_SIZE, PAGE_SIZE
+from portal.common.pagination import MAX_PAGE_SIZE, PAGE_SIZE, ROUND_PAGE_SIZE
 from projects.models import Round, TrainingRun
 from tests.factories import UserFactory
 from tests.projects.scenario import make_site
@@ -225,7 +225,8 @@ def test_a_page_is_never_larger_than_the_ceiling(api_as, ready):
     body = client.get(path).json()
     assert len(body["results"]) == MAX_PAGE_SIZE
     assert body["next"]
-    assert len(client.get(url("run-rounds", SLUG, run.number)).json()["results"]) == PAGE_SIZE
+    assert len(client.get(url("run-rounds", SLUG, run.number)).json()["results"]) == ROUND_PAGE_SIZE
+    assert len(client.get(url("run-site-rounds", SLUG, run.number)).json()["results"]) <= PAGE_SIZE
 
 
 def test_a_bad_cursor_is_a_404_not_a_500(api_as, ready):
