@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -48,6 +49,16 @@ def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_LOCK_KEY])
+
+
+def _number_as_stored(text: str) -> float | int:
+    """A JSON number as the database gives it back: PostgreSQL's jsonb keeps it as a decimal and
+    writes one with a positive exponent (Python's form from 1e16 up) in plain digits, which
+    reads back as an integer. The hash must cover that form, or the event would look altered."""
+    _, e, exponent = text.lower().partition("e")
+    if e and not exponent.startswith("-"):
+        return int(Decimal(text))
+    return float(text)
 
 
 def _lock_chain_and_read_tail() -> tuple[int, str]:
@@ -93,7 +104,9 @@ def audit_record(
     if subject_institution is None and isinstance(target, Institution):
         subject_institution = target
     # Normalise the payload to plain JSON now, so the hash covers what the database returns.
-    clean_payload = json.loads(json.dumps(payload or {}, cls=DjangoJSONEncoder))
+    clean_payload = json.loads(
+        json.dumps(payload or {}, cls=DjangoJSONEncoder), parse_float=_number_as_stored
+    )
 
     last_seq, last_hash = _lock_chain_and_read_tail()
     event = AuditEvent(

@@ -35,6 +35,22 @@ def test_events_form_a_chain_from_genesis():
     assert services.audit_verify().ok
 
 
+def test_numbers_hash_as_the_database_gives_them_back():
+    """PostgreSQL's jsonb keeps a number as a decimal and writes 1e+16 back as
+    10000000000000000: the hash must cover that form, or the chain would look altered."""
+    numbers = {"big": 1e16, "bigger": 1.5e300, "small": 1.5e-7, "one": 1.0, "int": 7, "neg": -2e20}
+    with transaction.atomic():
+        event = audit_record(actor=None, action="test.numbers", payload=numbers)
+    assert event.payload["big"] == 10**16 and isinstance(event.payload["big"], int)
+    assert event.payload["bigger"] == 15 * 10**299
+    assert event.payload["small"] == 1.5e-7 and event.payload["one"] == 1.0
+    assert event.payload["neg"] == -2 * 10**20
+    stored = AuditEvent.objects.get(seq=event.seq)
+    assert stored.payload == event.payload
+    assert stored.compute_hash() == event.hash
+    assert services.audit_verify().ok
+
+
 @pytest.mark.django_db(transaction=True)
 def test_record_refuses_to_run_outside_a_transaction():
     with pytest.raises(RuntimeError, match="transaction"):
