@@ -1,6 +1,7 @@
 """Federated training runs, along the round's contract (``projects.federation.protocol``).
 
-- ``launch``: the launch configuration, its one check, and ``run_launch``;
+- ``config``: the launch configuration and its one check;
+- ``launch``: the one answer to "may this run" (``launch_plan``) and ``run_launch``;
 - ``dispatch``: a round's signed task for each site, built once and published;
 - ``rounds``: opening, closing at the deadline, cancelling and resuming rounds;
 - ``closing``: aggregating a round's contributions into the next global model;
@@ -11,20 +12,18 @@
 """
 
 from projects.services.runs.answers import rejection_text, update_receive
-from projects.services.runs.dispatch import round_task, site_message
-from projects.services.runs.launch import (
+from projects.services.runs.config import (
     DEFAULT_FAMILY_OPTIONS,
     DEFAULTS,
     LIMITS,
     MAX_L2,
     LaunchConfig,
-    LaunchPlan,
     launch_errors,
-    launch_plan,
     learning_spec,
     limits,
-    run_launch,
 )
+from projects.services.runs.dispatch import round_task, site_message
+from projects.services.runs.launch import LaunchPlan, launch_plan, run_launch
 from projects.services.runs.reconcile import Reconciler, runs_reconcile, sign_pending_checkpoint
 from projects.services.runs.rounds import (
     close_when_answered,

@@ -15,8 +15,9 @@ from projects.federation.protocol import Envelope, sha256_hex
 from projects.models import Evaluation, Problem, Round, SiteRound, TrainingRun
 from projects.services.runs import secure
 from projects.services.runs.answers import update_receive
+from projects.services.runs.config import LaunchConfig
 from projects.services.runs.dispatch import in_process, seal, site_message
-from projects.services.runs.launch import LaunchConfig, run_launch
+from projects.services.runs.launch import run_launch
 from projects.services.runs.rounds import run_advance
 from projects.services.runs.store import round_start_bytes
 from projects.site.handler import handle_task
