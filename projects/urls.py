@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from projects import model_views, privacy_views, run_views, site_views, views
+from projects import agreement_views, model_views, privacy_views, run_views, site_views, views
 from projects.dashboards import alliance_views, institution_views
 
 urlpatterns = [
@@ -49,26 +49,30 @@ urlpatterns = [
         views.dataset_withdraw,
         name="dataset-withdraw",
     ),
-    path("problems/<slug:slug>/agreement/", views.agreement_list, name="agreement-list"),
-    path("problems/<slug:slug>/agreement/new/", views.agreement_draft, name="agreement-draft"),
+    path("problems/<slug:slug>/agreement/", agreement_views.agreement_list, name="agreement-list"),
+    path(
+        "problems/<slug:slug>/agreement/new/",
+        agreement_views.agreement_draft,
+        name="agreement-draft",
+    ),
     path(
         "problems/<slug:slug>/agreement/compare/",
-        views.agreement_compare,
+        agreement_views.agreement_compare,
         name="agreement-compare",
     ),
     path(
         "problems/<slug:slug>/agreement/v<int:number>/",
-        views.agreement_detail,
+        agreement_views.agreement_detail,
         name="agreement-detail",
     ),
     path(
         "problems/<slug:slug>/agreement/v<int:number>/print/",
-        views.agreement_print,
+        agreement_views.agreement_print,
         name="agreement-print",
     ),
     path(
         "problems/<slug:slug>/agreement/v<int:number>/<str:action>/",
-        views.agreement_action,
+        agreement_views.agreement_action,
         name="agreement-action",
     ),
     path("problems/<slug:slug>/runs/", run_views.run_list, name="run-list"),
