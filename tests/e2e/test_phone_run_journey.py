@@ -7,6 +7,7 @@ phone-run-3-finished.png.
 """
 
 import pytest
+from playwright.sync_api import expect
 
 from projects.models import TrainingRun
 from tests.e2e.conftest import ARTIFACTS, log_in
@@ -27,11 +28,12 @@ def test_a_researcher_on_a_phone_follows_a_live_run_to_its_end(page, broker_read
     menu.get_by_role("link", name="Problems").click()
     page.get_by_role("link", name="Tumour malignancy from biopsy features").click()
     page.get_by_role("link", name="Launch a run").click()
-    # Only the chosen strategy's option shows.
-    assert not page.get_by_label("FedProx: proximal term μ").is_visible()
+    # Only the chosen strategy's option shows (the form's script hides the others once it has
+    # run: expect waits for it, where is_visible() read the page before it on a busy machine).
+    expect(page.get_by_label("FedProx: proximal term μ")).to_be_hidden()
     page.get_by_label("Aggregation strategy").select_option("fedprox")
-    assert page.get_by_label("FedProx: proximal term μ").is_visible()
-    assert not page.get_by_label("FedAdam: server learning rate η").is_visible()
+    expect(page.get_by_label("FedProx: proximal term μ")).to_be_visible()
+    expect(page.get_by_label("FedAdam: server learning rate η")).to_be_hidden()
     page.locator("#id_rounds").fill("5")
 
     with workers(["coordinator", *[f"site.{slug}" for slug in SITES]]):
