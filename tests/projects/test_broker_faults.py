@@ -125,6 +125,24 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.kill()
 
 
+def _every_site_heard() -> None:
+    """Every site worker is up and heard by the coordinator (starting Python, Django and Celery
+    takes a while on a busy machine)."""
+    wait_for(
+        lambda: SiteHeartbeat.objects.filter(institution__slug__in=SITES).count() == len(SITES),
+        timeout=180,
+        what="a heartbeat from each site",
+    )
+
+
+def _rounds_succeeded(run: TrainingRun, count: int) -> None:
+    wait_for(
+        lambda: run.round_set.filter(status="succeeded").count() >= count,
+        timeout=120,
+        what=f"{count} rounds",
+    )
+
+
 def _show_logs(logs: Path) -> None:
     """On failure, the processes' own words (the last lines of each log) go to the report."""
     for path in sorted(logs.glob("*.log")):
@@ -139,23 +157,13 @@ def test_a_run_survives_redis_killed_and_restarted_mid_round(
     medical = seed_medical(tmp_path / "alliance")
     processes = _processes(private_redis.url, tmp_path / "logs")
     try:
-        # Every site worker is up and heard by the coordinator before the run starts (starting
-        # Python, Django and Celery takes a while on a busy machine).
-        wait_for(
-            lambda: SiteHeartbeat.objects.filter(institution__slug__in=SITES).count() == len(SITES),
-            timeout=180,
-            what="a heartbeat from each site",
-        )
+        _every_site_heard()
         # The launch's own message goes to the test's usual broker; the coordinator's
         # reconciler starts the queued run from the database, as after a lost message.
         # A site that did not come back in time would be dropped at the deadline (30 s); the
         # round would not be lost (it closes with the quorum of 2 and the run goes on).
         run = launch(medical, rounds=8, round_deadline=30)
-        wait_for(
-            lambda: run.round_set.filter(status="succeeded").count() >= 3,
-            timeout=120,
-            what="three rounds",
-        )
+        _rounds_succeeded(run, 3)
 
         private_redis.kill()
         time.sleep(1.5)  # rounds keep trying to dispatch and answer while it is away
@@ -187,17 +195,9 @@ def test_a_site_worker_killed_mid_run_is_dropped_then_contributes_again_once_res
     processes = _processes(private_redis.url, logs)
     killed = SITES[0]
     try:
-        wait_for(
-            lambda: SiteHeartbeat.objects.filter(institution__slug__in=SITES).count() == len(SITES),
-            timeout=180,
-            what="a heartbeat from each site",
-        )
+        _every_site_heard()
         run = launch(medical, rounds=6, round_deadline=8)
-        wait_for(
-            lambda: run.round_set.filter(status="succeeded").count() >= 2,
-            timeout=120,
-            what="two rounds",
-        )
+        _rounds_succeeded(run, 2)
         site = processes[1 + SITES.index(killed)]
         site.send_signal(signal.SIGKILL)
         site.wait(10)
