@@ -70,6 +70,29 @@ def play(run: TrainingRun, *, silent: dict[int, set[str]] | None = None) -> Trai
     return run
 
 
+def assert_no_individual_update(
+    run: TrainingRun, secrets: dict[str, tuple[str, int]], *more: list[dict]
+) -> None:
+    """No site row keeps an update, and nothing anywhere in the run's rows, its audit trail (or
+    ``more`` rows) names a site's update (``secrets``: its SHA-256 and row count)."""
+    rows = SiteRound.objects.filter(round__run=run)
+    for s in rows:
+        assert s.update == "" and s.sample_count is None and s.metrics == {}
+        assert set(s.secagg) == {"advertise", "masked"}
+    dumped = json.dumps(
+        [
+            list(rows.values()),
+            list(Round.objects.filter(run=run).values()),
+            *more,
+            list(AuditEvent.objects.values("payload")),
+        ],
+        default=str,
+    )
+    for sha, count in secrets.values():
+        assert sha not in dumped
+        assert f'"sample_count": {count}' not in dumped
+
+
 def plain_updates(run: TrainingRun, number: int) -> dict[str, tuple[str, int]]:
     """What each site's own update and row count were in round ``number`` (the real site code
     run again on its file): the values that must never reach the coordinator."""
@@ -139,22 +162,7 @@ def test_no_individual_update_reaches_the_database_on_a_secure_run(medical) -> N
     run = play(launch(medical, rounds=1))
     assert run.status == TrainingRun.Status.SUCCEEDED, run.reasons
     secrets = plain_updates(run, 1)
-    rows = SiteRound.objects.filter(round__run=run)
-    for s in rows:
-        assert s.update == "" and s.sample_count is None and s.metrics == {}
-        assert set(s.secagg) == {"advertise", "masked"}
-    # Nothing anywhere in the run's rows or its audit trail names a site's update or rows.
-    dumped = json.dumps(
-        [
-            list(rows.values()),
-            list(Round.objects.filter(run=run).values()),
-            list(AuditEvent.objects.values("payload")),
-        ],
-        default=str,
-    )
-    for sha, count in secrets.values():
-        assert sha not in dumped
-        assert f'"sample_count": {count}' not in dumped
+    assert_no_individual_update(run, secrets)
     from django.conf import settings
 
     updates = Path(settings.VAR_DIR) / "blobs" / "updates"
