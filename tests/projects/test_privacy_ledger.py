@@ -18,7 +18,12 @@ from portal.common.errors import ApplicationError
 from projects.federation import privacy
 from projects.models import Dataset, PrivacySpend, Problem, SiteRound, TrainingRun
 from projects.services import runs
-from projects.services.privacy import budget_projections, dataset_spent, planned_event
+from projects.services.privacy import (
+    Projection,
+    budget_projections,
+    dataset_spent,
+    planned_event,
+)
 from projects.services.runs import LaunchConfig, launch_plan
 from projects.site.handler import PRIVACY_LEDGER
 from tests.projects.federation_setup import SITES, answer, seed_medical
@@ -86,9 +91,9 @@ def test_every_round_records_each_datasets_spend_and_audits_it(spent):
         assert len(lines.splitlines()) == 2
 
 
-def test_the_ledger_refuses_exactly_past_the_ceiling(spent):
-    problem = spent.problem
-    config = LaunchConfig(rounds=1, local_epochs=1, dp_options={"epsilon": 1.0})
+def worst_projection(problem: Problem, config: LaunchConfig) -> Projection:
+    """The launch's projected spend for the contributor closest to its ceiling (the launch must
+    be allowed as the terms stand)."""
     plan = launch_plan(problem=problem, config=config)
     assert plan.allowed, plan.reasons
     projections = budget_projections(
@@ -100,7 +105,13 @@ def test_the_ledger_refuses_exactly_past_the_ceiling(spent):
         validation_share=config.validation_share,
         reserve=True,
     )
-    worst = max(projections, key=lambda p: p.total)
+    return max(projections, key=lambda p: p.total)
+
+
+def test_the_ledger_refuses_exactly_past_the_ceiling(spent):
+    problem = spent.problem
+    config = LaunchConfig(rounds=1, local_epochs=1, dp_options={"epsilon": 1.0})
+    worst = worst_projection(problem, config)
     assert worst.spent > 0 and worst.total > worst.spent
 
     set_ceiling(problem, worst.total)  # exactly at the ceiling: allowed

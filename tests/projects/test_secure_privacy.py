@@ -26,7 +26,6 @@ from projects.federation import privacy
 from projects.federation.loop import run_in_process
 from projects.models import Dataset, PrivacySpend, Problem, Round, SiteRound, TrainingRun
 from projects.services import runs
-from projects.services.privacy import budget_projections
 from projects.services.runs import LaunchConfig, launch_plan, secure
 from projects.site.handler import PRIVACY_LEDGER, handle_task
 from tests.projects.federation_setup import SITES, seed_medical
@@ -37,6 +36,7 @@ from tests.projects.test_federated_runs import (
     site_queues,
     workers,
 )
+from tests.projects.test_privacy_ledger import worst_projection
 from tests.projects.test_secure_runs import assert_no_individual_update, plain_updates
 
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -149,18 +149,7 @@ def test_a_secure_dp_launch_is_refused_exactly_past_the_ceiling(medical):
     config = LaunchConfig(
         rounds=1, local_epochs=1, secure_aggregation=True, dp_options={"epsilon": 1.0}
     )
-    plan = launch_plan(problem=medical, config=config)
-    assert plan.allowed, plan.reasons
-    projections = budget_projections(
-        [c.dataset for c in plan.decision.contributors],
-        dp=plan.spec.dp,
-        batch_size=config.batch_size,
-        epochs=config.local_epochs,
-        rounds=config.rounds,
-        validation_share=config.validation_share,
-        reserve=True,
-    )
-    worst = max(projections, key=lambda p: p.total)
+    worst = worst_projection(medical, config)
     assert worst.spent > 0  # the secure run's spends count
 
     set_terms(medical, dp_max_epsilon=math.nextafter(worst.total, 0))  # a hair below: refused
